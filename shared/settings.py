@@ -1,0 +1,93 @@
+"""Runtime configuration, read from the environment (prefix ``MAILSVC_``) and an optional ``.env``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("mass_mailer", "mail_scanner", "event_triggers")
+
+DEFAULT_HTTP_PORTS = {"mass_mailer": 8101, "mail_scanner": 8102, "event_triggers": 8103}
+
+
+class TlsMode(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class Settings(BaseSettings):
+    """Every knob of the system. See README "Configuration" for the full reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILSVC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(Path("var"), description="Local state: SQLite files, outbox, keys")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Unset: one SQLite file per service under data_dir",
+    )
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL")
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_session_timeout_ms: int = Field(10_000, description="Consumer group session timeout")
+    kafka_heartbeat_interval_ms: int = 3_000
+    kafka_topic_prefix: str = Field("", description="Prepended to every topic name")
+    kafka_group_prefix: str = Field("mailsvc", description="Consumer groups are PREFIX.SERVICE")
+
+    consumer_max_attempts: int = Field(3, ge=1, description="Attempts before a message goes to DLQ")
+    consumer_retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay")
+    consumer_transient_deadline_s: float = Field(
+        300.0, ge=0, description="How long a transient failure (DB, SMTP down) is retried"
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, description="Unset: 8101 mailer, 8102 scanner, 8103 triggers")
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    master_key: SecretStr | None = Field(
+        None, description="Key that encrypts secrets at rest (base64 Fernet key)"
+    )
+    mail_domain: str = Field("localhost", description="Our sending domain (Message-ID, bounces)")
+    default_sender: str = Field("noreply@localhost", description="Default From address")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_tls: TlsMode = TlsMode.NONE
+    smtp_verify_tls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = 30.0
+
+    bootstrap_api_key: SecretStr | None = Field(
+        None, description="If set, an admin API key with this value is created at start-up"
+    )
+
+    def service_database_url(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
+
+    def service_http_port(self, service: str) -> int:
+        return self.http_port if self.http_port is not None else DEFAULT_HTTP_PORTS[service]
+
+    def topic(self, name: str) -> str:
+        return f"{self.kafka_topic_prefix}{name}"
+
+    def group(self, service: str) -> str:
+        return f"{self.kafka_group_prefix}.{service}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
