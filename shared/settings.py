@@ -23,9 +23,7 @@ class TlsMode(StrEnum):
 class Settings(BaseSettings):
     """Every knob of the system. See README "Configuration" for the full reference."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MAILSVC_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MAILSVC_", env_file=".env", extra="ignore", frozen=True)
 
     data_dir: Path = Field(Path("var"), description="Local state: SQLite files, outbox, keys")
     database_url: str | None = Field(

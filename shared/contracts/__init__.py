@@ -1,0 +1,41 @@
+"""Versioned message contracts for every topic (see shared.topics).
+
+Each message carries ``schema_version``; a consumer rejects (dead-letters) versions it does not know.
+Evolving a contract: add optional fields within a version; anything else is a new version.
+"""
+
+from shared.contracts.base import Message
+from shared.contracts.crm import (
+    ContactMessage,
+    ContactOptedOut,
+    ContactUpserted,
+    MassEventChanged,
+    RegistrationChanged,
+    TargetGroupMembership,
+)
+from shared.contracts.helpdesk import TicketEvent
+from shared.contracts.mail import (
+    Attachment,
+    BulkBatch,
+    BulkRecipient,
+    DeliveryEvent,
+    DeliveryStatus,
+    OutboundEmail,
+)
+
+__all__ = [
+    "Attachment",
+    "BulkBatch",
+    "BulkRecipient",
+    "ContactMessage",
+    "ContactOptedOut",
+    "ContactUpserted",
+    "DeliveryEvent",
+    "DeliveryStatus",
+    "MassEventChanged",
+    "Message",
+    "OutboundEmail",
+    "RegistrationChanged",
+    "TargetGroupMembership",
+    "TicketEvent",
+]

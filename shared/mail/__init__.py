@@ -1,0 +1,1 @@
+"""Outbound mail: composition, DKIM signing, SMTP transport."""

@@ -1,0 +1,186 @@
+"""Build MIME messages from a typed model, treating every value as hostile.
+
+The stdlib ``email`` package does the encoding (``policy.default``: RFC 2047 for non-ASCII,
+folding); this module adds the checks it leaves to the caller: no CR/LF or other control
+characters in anything that reaches a header, sane attachment names, a size cap.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import unicodedata
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP, EmailPolicy
+from email.utils import format_datetime, make_msgid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+MAX_SUBJECT_CHARS = 998 * 4
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "reply-to",
+        "sender",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "dkim-signature",
+        "return-path",
+        "received",
+    }
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+
+# policy.SMTP with CRLF line ends; max_line_length keeps folding RFC 5322-compliant.
+OUTBOUND_POLICY: EmailPolicy = SMTP.clone(max_line_length=78)
+
+
+class CompositionError(ValueError):
+    """The message cannot be built as requested (a clear, user-facing reason)."""
+
+
+class MailAddress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str
+    name: str = ""
+
+
+class OutgoingAttachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+    inline_cid: str | None = None
+
+
+class MailDraft(BaseModel):
+    """Everything needed to build one message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sender: MailAddress
+    to: list[MailAddress] = Field(min_length=1)
+    cc: list[MailAddress] = Field(default_factory=list)
+    reply_to: MailAddress | None = None
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    attachments: list[OutgoingAttachment] = Field(default_factory=list)
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+
+
+def clean_header_value(value: str, field: str) -> str:
+    """Collapse line breaks and tabs to spaces and refuse other control characters."""
+    flattened = re.sub(r"[\r\n\t]+", " ", value)
+    if _CONTROL.search(flattened):
+        raise CompositionError(f"{field} contains control characters")
+    return flattened.strip()
+
+
+def safe_filename(name: str) -> str:
+    """An attachment name with no path, no control characters and a sane length."""
+    name = unicodedata.normalize("NFC", name)
+    name = _CONTROL.sub("", name.replace("\x00", ""))
+    name = re.split(r"[\\/]", name)[-1].strip().lstrip(".")
+    name = name[:200]
+    return name or "attachment"
+
+
+def _address(addr: MailAddress, field: str) -> Address:
+    email = clean_header_value(addr.email, field)
+    if email.count("@") != 1:
+        raise CompositionError(f"{field}: {email!r} is not an email address")
+    local, domain = email.split("@")
+    if not local or not domain or any(c in email for c in ' <>(),;:"[]\\'):
+        raise CompositionError(f"{field}: {email!r} is not an email address")
+    try:
+        domain_ascii = domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise CompositionError(f"{field}: invalid domain in {email!r}") from exc
+    return Address(
+        display_name=clean_header_value(addr.name, f"{field} name"),
+        username=local,
+        domain=domain_ascii,
+    )
+
+
+def new_message_id(domain: str) -> str:
+    return make_msgid(idstring=f"{int(time.time())}.{secrets.token_hex(6)}", domain=domain)
+
+
+def compose(draft: MailDraft, mail_domain: str) -> EmailMessage:
+    """Build the MIME message; raises CompositionError with a clear reason on bad input."""
+    msg = EmailMessage(policy=OUTBOUND_POLICY)
+    msg["From"] = _address(draft.sender, "from")
+    msg["To"] = [_address(a, "to") for a in draft.to]
+    if draft.cc:
+        msg["Cc"] = [_address(a, "cc") for a in draft.cc]
+    if draft.reply_to:
+        msg["Reply-To"] = _address(draft.reply_to, "reply-to")
+    subject = clean_header_value(draft.subject, "subject")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise CompositionError(f"subject longer than {MAX_SUBJECT_CHARS} characters")
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = draft.message_id or new_message_id(mail_domain)
+    if draft.in_reply_to:
+        msg["In-Reply-To"] = clean_header_value(draft.in_reply_to, "in-reply-to")
+    if draft.references:
+        msg["References"] = " ".join(clean_header_value(r, "references") for r in draft.references)
+    for name, value in draft.headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+            raise CompositionError(f"header name {name!r} is not allowed")
+        msg[name] = clean_header_value(value, f"header {name}")
+
+    text = draft.text if draft.text is not None else ("" if draft.html is None else None)
+    if text is not None:
+        msg.set_content(text, subtype="plain", cte="quoted-printable")
+    if draft.html is not None:
+        if text is None:
+            msg.set_content(draft.html, subtype="html", cte="quoted-printable")
+        else:
+            msg.add_alternative(draft.html, subtype="html", cte="quoted-printable")
+
+    total = sum(len(a.content) for a in draft.attachments)
+    if total > MAX_ATTACHMENT_BYTES:
+        raise CompositionError(
+            f"attachments total {total} bytes; the limit is {MAX_ATTACHMENT_BYTES} bytes (5 MB)"
+        )
+    for attachment in draft.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        if not re.fullmatch(r"[\w.+-]+", maintype) or not re.fullmatch(r"[\w.+-]+", subtype or ""):
+            raise CompositionError(f"invalid content type {attachment.content_type!r}")
+        filename = safe_filename(attachment.filename)
+        if attachment.inline_cid:
+            cid = clean_header_value(attachment.inline_cid, "content-id")
+            html_part = msg.get_body(("html",))
+            if html_part is None:
+                raise CompositionError("inline images need an HTML body")
+            html_part.add_related(
+                attachment.content,
+                maintype,
+                subtype,
+                cid=f"<{cid}>",
+                filename=filename,
+                disposition="inline",
+            )
+        else:
+            msg.add_attachment(attachment.content, maintype, subtype, filename=filename)
+    return msg
