@@ -27,6 +27,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import TypeAdapter, ValidationError
 
+from shared.errors import PermanentError, TransientError
 from shared.metrics import CONSUMER_LAG, MESSAGES_CONSUMED, MESSAGES_FAILED
 from shared.settings import Settings
 from shared.topics import dlq
@@ -38,14 +39,6 @@ Handler = Callable[[T], Awaitable[None]]
 
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_REASON_CHARS = 1_000
-
-
-class PermanentError(Exception):
-    """The message can never succeed: dead-letter it now."""
-
-
-class TransientError(Exception):
-    """A dependency is down: retry with backoff until the transient deadline."""
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -7,17 +7,23 @@ version table, so the services can share one PostgreSQL database or use separate
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
+
+from shared.errors import TransientError
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_STREAMS = {
@@ -60,6 +66,22 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+async def in_transaction(url: str, work: Callable[..., T], *args: object) -> T:
+    """Run ``work(session, *args)`` in a worker thread inside one transaction.
+
+    A database that cannot be reached raises TransientError, so consumers back off and retry.
+    """
+
+    def run() -> T:
+        with session_scope(url) as session:
+            return work(session, *args)
+
+    try:
+        return await asyncio.to_thread(run)
+    except OperationalError as exc:
+        raise TransientError(f"database unavailable: {type(exc.orig).__name__}") from exc
 
 
 def alembic_config(stream: str, url: str) -> Config:

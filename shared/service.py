@@ -47,7 +47,7 @@ class ServiceApp(AsgiFastStream):
 
     def __init__(self, context: ServiceContext, http: FastAPI, **kwargs: Any) -> None:
         super().__init__(context.broker, **kwargs)
-        self.context = context
+        self.service = context
         self.http = http
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -60,8 +60,8 @@ class ServiceApp(AsgiFastStream):
 
     async def run(self, log_level: int = logging.INFO, run_extra_options: Any = None) -> None:
         options = dict(run_extra_options or {})
-        options.setdefault("host", self.context.settings.http_host)
-        options.setdefault("port", self.context.settings.service_http_port(self.context.name))
+        options.setdefault("host", self.service.settings.http_host)
+        options.setdefault("port", self.service.settings.service_http_port(self.service.name))
         options.setdefault("timeout_graceful_shutdown", 20)
         await super().run(log_level=log_level, run_extra_options=options)
 

@@ -1,0 +1,33 @@
+"""Database access for the mail scanner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Session, select
+
+from services.mail_scanner.models import Requester
+from shared.contracts import ContactOptedOut, ContactUpserted
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def save_requester(session: Session, message: ContactUpserted | ContactOptedOut) -> bool:
+    """Keep the requester directory in step with the CRM (opt-outs do not matter here)."""
+    if isinstance(message, ContactOptedOut):
+        return False
+    row = session.get(Requester, message.contact_id)
+    if row is not None and _aware(message.occurred_at) < _aware(row.updated_at):
+        return False
+    row = row or Requester(contact_id=message.contact_id)
+    row.email = message.email.lower() if message.email else None
+    row.name = " ".join(p for p in (message.first_name, message.last_name) if p)
+    row.updated_at = message.occurred_at
+    session.add(row)
+    return True
+
+
+def requester_by_email(session: Session, email: str) -> Requester | None:
+    return session.exec(select(Requester).where(Requester.email == email.lower())).first()

@@ -1,0 +1,13 @@
+"""Mass mailer service: ``faststream run services.mass_mailer.app:app``."""
+
+from services.mass_mailer.api import routers
+from services.mass_mailer.handlers import register_consumers
+from shared.service import build_service
+
+app = build_service(
+    "mass_mailer",
+    title="mailsvc mass mailer",
+    description="Contacts, target groups, templates, mailings and the outbound gateway.",
+    register_consumers=register_consumers,
+    api_routers=routers,
+)

@@ -1,0 +1,46 @@
+"""Pure rules for applying CRM contact messages to our copy of a contact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.mass_mailer.models import Contact
+from shared.contracts import ContactOptedOut, ContactUpserted
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def apply_contact_message(
+    current: Contact | None, message: ContactUpserted | ContactOptedOut
+) -> Contact | None:
+    """The contact after ``message``, or None when the message changes nothing.
+
+    Messages older than the stored state are ignored (the CRM may replay). Our own suppression flags
+    (unsubscribed via link, bounced, complained) are never cleared by a CRM upsert.
+    """
+    if current is not None and _aware(message.occurred_at) < _aware(current.updated_at):
+        return None
+    contact = current or Contact(contact_id=message.contact_id, created_at=message.occurred_at)
+    if isinstance(message, ContactOptedOut):
+        contact.email_opt_out = True
+    else:
+        contact.email = message.email.lower() if message.email else None
+        contact.first_name = message.first_name
+        contact.last_name = message.last_name
+        contact.language = message.language
+        contact.custom_fields = dict(message.custom_fields)
+        contact.email_opt_out = message.email_opt_out
+    contact.updated_at = message.occurred_at
+    return contact
+
+
+def is_suppressed(contact: Contact | None) -> str | None:
+    """Why mail to this contact must not go out, or None."""
+    if contact is None:
+        return None
+    for flag in ("unsubscribed", "bounced", "complained", "email_opt_out"):
+        if getattr(contact, flag):
+            return flag
+    return None
