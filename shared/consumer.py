@@ -136,7 +136,8 @@ def subscribe(
     adapter: TypeAdapter[Any] = TypeAdapter(contract)
     dead_letter = DeadLetter(broker, settings)
     options: dict[str, Any] = {
-        "group_id": group,
+        # One group per (service, topic): a rebalance on one topic never pauses another.
+        "group_id": f"{group}.{topic}",
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "session_timeout_ms": settings.kafka_session_timeout_ms,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData, event
+from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
@@ -68,15 +68,15 @@ def session_scope(url: str) -> Iterator[Session]:
             raise
 
 
-async def in_transaction(url: str, work: Callable[..., T], *args: object) -> T:
-    """Run ``work(session, *args)`` in a worker thread inside one transaction.
+async def in_transaction(url: str, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run ``work(session, *args, **kwargs)`` in a worker thread inside one transaction.
 
     A database that cannot be reached raises TransientError, so consumers back off and retry.
     """
 
     def run() -> T:
         with session_scope(url) as session:
-            return work(session, *args)
+            return work(session, *args, **kwargs)
 
     try:
         return await asyncio.to_thread(run)
@@ -92,10 +92,27 @@ def alembic_config(stream: str, url: str) -> Config:
     return config
 
 
+MIGRATION_LOCK_ID = 0x6D61696C  # PostgreSQL advisory lock key shared by every replica
+
+
 def migrate(service: str, url: str, revision: str = "head") -> None:
-    """Bring the shared tables and ``service``'s tables up to ``revision`` (idempotent)."""
-    for stream in ("shared", service):
-        command.upgrade(alembic_config(stream, url), revision if stream == service else "head")
+    """Bring the shared tables and ``service``'s tables up to ``revision`` (idempotent).
+
+    On PostgreSQL an advisory lock serialises replicas that start at the same moment.
+    """
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        for stream in ("shared", service):
+            command.upgrade(alembic_config(stream, url), revision if stream == service else "head")
+        return
+    with engine.connect() as lock_connection:
+        lock_connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+        try:
+            for stream in ("shared", service):
+                command.upgrade(alembic_config(stream, url), revision if stream == service else "head")
+        finally:
+            lock_connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_ID})
+            lock_connection.commit()
 
 
 def run_alembic_env(target_metadata: MetaData | None = None) -> None:

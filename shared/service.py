@@ -23,6 +23,7 @@ from shared.apikeys import ADMIN_SCOPE, ApiKey, create_api_key
 from shared.broker import make_broker
 from shared.consumer import update_consumer_lag
 from shared.db import get_engine, migrate, session_scope
+from shared.kafka_admin import ensure_topics
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
@@ -143,6 +144,8 @@ def build_service(
         configure_logging(settings.log_level, settings.log_json)
         migrate(name, context.database_url)
         _ensure_bootstrap_key(context)
+        if settings.kafka_create_topics:
+            await ensure_topics(settings)
         log.info("%s: migrations applied, connecting to Kafka at %s", name, settings.kafka_bootstrap)
 
     async def on_shutdown() -> None:

@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(10_000, description="Consumer group session timeout")
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_topic_prefix: str = Field("", description="Prepended to every topic name")
-    kafka_group_prefix: str = Field("mailsvc", description="Consumer groups are PREFIX.SERVICE")
+    kafka_group_prefix: str = Field("mailsvc", description="Consumer groups are PREFIX.SERVICE.TOPIC")
+    kafka_create_topics: bool = Field(True, description="Create missing topics at service start")
+    kafka_partitions: int = Field(6, ge=1, description="Partitions of topics created by us")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication of topics created by us")
 
     consumer_max_attempts: int = Field(3, ge=1, description="Attempts before a message goes to DLQ")
     consumer_retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay")

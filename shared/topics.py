@@ -34,6 +34,9 @@ ALL_TOPICS = (
     HELPDESK_TICKET_EVENTS,
 )
 
+# Topics some service of ours consumes: each has a dead-letter twin.
+CONSUMED_TOPICS = tuple(t for t in ALL_TOPICS if t != HELPDESK_TICKET_EVENTS)
+
 DLQ_SUFFIX = ".dlq"
 
 
