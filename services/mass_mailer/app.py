@@ -2,12 +2,19 @@
 
 from services.mass_mailer.api import routers
 from services.mass_mailer.handlers import register_consumers
-from shared.service import build_service
+from shared.service import ServiceApp, build_service
+from shared.settings import Settings
 
-app = build_service(
-    "mass_mailer",
-    title="mailsvc mass mailer",
-    description="Contacts, target groups, templates, mailings and the outbound gateway.",
-    register_consumers=register_consumers,
-    api_routers=routers,
-)
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
+    return build_service(
+        "mass_mailer",
+        title="mailsvc mass mailer",
+        description="Contacts, target groups, templates, mailings and the outbound gateway.",
+        register_consumers=register_consumers,
+        api_routers=routers,
+        settings=settings,
+    )
+
+
+app = create_app()
