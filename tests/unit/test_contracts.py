@@ -40,3 +40,11 @@ def test_outbound_email_needs_a_body_and_valid_header_names():
         OutboundEmail(correlation_id="c", to=["a@example.com"], text="x", headers={"Bad Name": "v"})
     ok = OutboundEmail(correlation_id="c", to=["a@example.com"], text="x", headers={"X-Tag": "v"})
     assert OutboundEmail.model_validate_json(ok.model_dump_json()) == ok
+
+
+def test_test_domains_are_accepted_and_domains_normalised():
+    message = OutboundEmail(correlation_id="c", to=["someone@example.test", "Ops@Mail.Example.COM"], text="x")
+    assert message.to == ["someone@example.test", "Ops@mail.example.com"]
+    for bad in ("a@b@c", "nobody@localhost", "x@host.invalid", "no-at-sign"):
+        with pytest.raises(ValidationError):
+            OutboundEmail(correlation_id="c", to=[bad], text="x")
