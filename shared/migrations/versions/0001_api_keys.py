@@ -21,8 +21,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("secret_hash", sa.String(64), nullable=False),
         sa.Column("scopes", sa.String(2000), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("last_used_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked", sa.Boolean(), nullable=False),
     )
     op.create_index("ix_api_key_key_id", "api_key", ["key_id"], unique=True)

@@ -19,15 +19,15 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(100), primary_key=True),
         sa.Column("event_number", sa.String(500), nullable=False),
         sa.Column("name", sa.String(500), nullable=False),
-        sa.Column("start", sa.DateTime(), nullable=False),
-        sa.Column("end", sa.DateTime(), nullable=False),
+        sa.Column("start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("time_zone", sa.String(64), nullable=False),
         sa.Column("location", sa.String(500), nullable=True),
-        sa.Column("registration_start", sa.DateTime(), nullable=True),
-        sa.Column("registration_end", sa.DateTime(), nullable=True),
+        sa.Column("registration_start", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("registration_end", sa.DateTime(timezone=True), nullable=True),
         sa.Column("sub_events", sa.JSON(), nullable=False),
         sa.Column("cancelled", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "et_delivery_record",
@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("reason", sa.String(2_000), nullable=True),
         sa.Column("smtp_code", sa.Integer(), nullable=True),
-        sa.Column("occurred_at", sa.DateTime(), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_et_delivery_record_correlation_id", "et_delivery_record", ["correlation_id"])
 

@@ -19,7 +19,7 @@ def upgrade() -> None:
         sa.Column("contact_id", sa.String(100), primary_key=True),
         sa.Column("email", sa.String(320), nullable=True),
         sa.Column("name", sa.String(1_001), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_ms_requester_email", "ms_requester", ["email"])
 

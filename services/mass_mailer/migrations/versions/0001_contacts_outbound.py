@@ -26,8 +26,8 @@ def upgrade() -> None:
         sa.Column("unsubscribed", sa.Boolean(), nullable=False),
         sa.Column("bounced", sa.Boolean(), nullable=False),
         sa.Column("complained", sa.Boolean(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_mm_contact_email", "mm_contact", ["email"])
     op.create_table(
@@ -41,8 +41,8 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("smtp_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(2_000), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index(
         "ix_mm_outbound_message_correlation_id", "mm_outbound_message", ["correlation_id"], unique=True
