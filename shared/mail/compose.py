@@ -12,7 +12,7 @@ import secrets
 import time
 import unicodedata
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid
@@ -43,8 +43,40 @@ RESERVED_HEADERS = frozenset(
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 
-# policy.SMTP with CRLF line ends; max_line_length keeps folding RFC 5322-compliant.
-OUTBOUND_POLICY: EmailPolicy = SMTP.clone(max_line_length=78)
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
+
+
+class MsgIdListHeader:
+    """In-Reply-To / References: a list of msg-ids, folded between ids, never encoded.
+
+    The stdlib treats these headers as unstructured text and RFC 2047-encodes long ids, which
+    breaks threading in every mail client; this keeps them verbatim, one id per line.
+    """
+
+    max_count = 1
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, object]) -> None:
+        ids = _MSG_ID.findall(value)
+        if " ".join(ids) != " ".join(value.split()):
+            raise CompositionError(f"not a list of message ids: {value[:100]!r}")
+        kwds["parse_tree"] = None
+        kwds["decoded"] = " ".join(ids)
+
+    def init(self, *args: object, **kw: object) -> None:
+        super().init(*args, **kw)  # type: ignore[misc]
+
+    def fold(self, *, policy: EmailPolicy) -> str:
+        ids = str(self).split()
+        return f"{self.name}: " + f"{policy.linesep} ".join(ids) + policy.linesep  # type: ignore[attr-defined]
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("in-reply-to", MsgIdListHeader)
+_HEADERS.map_to_type("references", MsgIdListHeader)
+
+# policy.SMTP (CRLF line ends); 78-character folding as RFC 5322 recommends.
+OUTBOUND_POLICY: EmailPolicy = SMTP.clone(max_line_length=78, header_factory=_HEADERS)
 
 
 class CompositionError(ValueError):

@@ -113,3 +113,56 @@ def test_attachment_cap_and_parts():
 def test_message_id_uses_our_domain():
     msg = compose(draft(), "mail.example.com")
     assert str(msg["Message-ID"]).endswith("@mail.example.com>")
+
+
+def test_thread_headers_are_never_encoded_and_fold_between_ids():
+    ids = [f"<{'r' * 90}{i}@example.com>" for i in range(3)]
+    msg = compose(draft(in_reply_to=ids[-1], references=ids), "example.com")
+    raw = msg.as_bytes()
+    assert b"=?utf-8?" not in raw.split(b"\r\n\r\n", 1)[0]
+    parsed = reparse(raw)
+    assert str(parsed["References"]).split() == ids
+    assert str(parsed["In-Reply-To"]) == ids[-1]
+    with pytest.raises(CompositionError):
+        compose(draft(references=["<a@b> junk\r\nBcc: x@example.com"]), "example.com")
+
+
+def test_hostile_everything_gives_exactly_the_intended_headers_and_parts():
+    evil = "Évil\r\nBcc: victim@example.net\r\n\r\n<script>"
+    msg = compose(
+        draft(
+            sender=MailAddress(email="noreply@example.com", name=evil),
+            to=[MailAddress(email="to@example.org", name=evil), MailAddress(email="zoë@bücher.example", name="Zoë")],
+            cc=[MailAddress(email="cc@example.org", name="Ça va")],
+            reply_to=MailAddress(email="help@example.com", name=evil),
+            subject=evil * 100,
+            text="Grüße\r\nBcc: body-is-fine@example.net",
+            html="<p>Grüße</p>",
+            headers={"X-Campaign": evil, "X-Unicode": "日本語"},
+            attachments=[
+                OutgoingAttachment(filename="../../etc/pass\x00wd\r\nX-Injected: 1", content=b"A" * 10),
+                OutgoingAttachment(filename="logo.png", content=b"\x89PNG", content_type="image/png", inline_cid="logo@x"),
+            ],
+        ),
+        "example.com",
+    )
+    raw = msg.as_bytes()
+    parsed = reparse(raw)
+    top = sorted(k.lower() for k in parsed.keys())
+    assert top == sorted(
+        ["from", "to", "cc", "reply-to", "subject", "date", "message-id", "x-campaign", "x-unicode",
+         "mime-version", "content-type"]
+    )
+    assert parsed["Bcc"] is None
+    for part in parsed.walk():
+        assert part["Bcc"] is None and part["X-Injected"] is None
+    assert parsed["To"].addresses[1].domain == "xn--bcher-kva.example"
+    structure = [p.get_content_type() for p in parsed.walk()]
+    assert structure == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "multipart/related", "text/html", "image/png",
+        "application/octet-stream",
+    ]
+    attachment = list(parsed.iter_attachments())[-1]
+    assert "/" not in attachment.get_filename() and "\x00" not in attachment.get_filename()
+    assert attachment.get_content() == b"A" * 10
+    assert parsed.get_body(("plain",)).get_content().startswith("Grüße")
