@@ -7,11 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shared.settings import SERVICE_NAMES, get_settings
+from shared.settings import SERVICE_NAMES, Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.mass_mailer.senders import ResolvedSender
 
 app = typer.Typer(help="mailsvc: the CRM's email backbone.", no_args_is_help=True)
 dkim_app = typer.Typer(help="DKIM keys.", no_args_is_help=True)
@@ -82,8 +85,11 @@ def dkim_keygen(
     selector: Annotated[str, typer.Option(help="Selector (s=)")],
     algorithm: Annotated[str, typer.Option(help="rsa or ed25519")] = "rsa",
     out: Annotated[Path | None, typer.Option(help="Private key file (default under data dir)")] = None,
+    store: Annotated[
+        bool, typer.Option("--store", help="Store the key, encrypted, for the mass mailer's gateway")
+    ] = False,
 ) -> None:
-    """Generate a DKIM key, write it (mode 0600), print the DNS TXT record to publish."""
+    """Generate a DKIM key, keep it (file with mode 0600, or --store), print the DNS TXT record."""
     from shared.mail.dkim import DkimAlgorithm, generate_key
 
     try:
@@ -91,12 +97,33 @@ def dkim_keygen(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    path = out or get_settings().data_dir / "dkim" / key.domain / f"{key.selector}.pem"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_pem)
-    typer.echo(f"private key: {path}", err=True)
+    settings = get_settings()
+    if store:
+        from services.mass_mailer.models import DkimKeyRecord
+        from shared.db import migrate as run_migrations
+        from shared.db import session_scope
+        from shared.secretbox import SecretBox
+
+        url = settings.service_database_url("mass_mailer")
+        run_migrations("mass_mailer", url)
+        box = SecretBox.from_settings(settings)
+        with session_scope(url) as session:
+            session.add(
+                DkimKeyRecord(
+                    domain=key.domain,
+                    selector=key.selector,
+                    algorithm=key.algorithm.value,
+                    private_key=box.encrypt(key.private_pem),
+                )
+            )
+        typer.echo(f"stored for {key.domain} (selector {key.selector}) in {_safe_url(url)}", err=True)
+    if out or not store:
+        path = out or settings.data_dir / "dkim" / key.domain / f"{key.selector}.pem"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.private_pem)
+        typer.echo(f"private key: {path}", err=True)
     typer.echo(f'{key.dns_name()}. IN TXT "{key.dns_value()}"')
 
 
@@ -105,50 +132,83 @@ def send_test(
     to: Annotated[list[str], typer.Option("--to", help="Recipient (repeatable)")],
     subject: Annotated[str, typer.Option(help="Subject")] = "mailsvc test message",
     text: Annotated[str, typer.Option(help="Plain-text body")] = "This is a test message from mailsvc.",
-    sender: Annotated[str | None, typer.Option("--from", help="From address")] = None,
-    dkim_key: Annotated[Path | None, typer.Option(help="DKIM private key (PEM)")] = None,
-    dkim_domain: Annotated[str | None, typer.Option(help="DKIM domain")] = None,
-    dkim_selector: Annotated[str | None, typer.Option(help="DKIM selector")] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Stored sender identity (name or id): its From, relay, DKIM keys")
+    ] = None,
+    sender: Annotated[str | None, typer.Option("--from", help="From address (without --identity)")] = None,
+    dkim_key: Annotated[Path | None, typer.Option(help="DKIM private key file (PEM)")] = None,
+    dkim_domain: Annotated[str | None, typer.Option(help="DKIM domain (with --dkim-key)")] = None,
+    dkim_selector: Annotated[str | None, typer.Option(help="DKIM selector (with --dkim-key)")] = None,
 ) -> None:
-    """Compose one message, sign it (if a key is given), send it through the configured relay."""
-    from shared.mail.compose import CompositionError, MailAddress, MailDraft, compose
-    from shared.mail.dkim import DkimAlgorithm, DkimKey, sign
-    from shared.mail.smtp import Outcome, RelayConfig, send_once
+    """Compose one message, DKIM-sign it, send it through the relay (the gateway's own path)."""
+    from shared.mail.compose import MailAddress, MailDraft, compose
+    from shared.mail.dkim import DkimAlgorithm, DkimKey, DkimSigner
+    from shared.mail.pool import SmtpPool
+    from shared.mail.smtp import Outcome, SendResult
 
     settings = get_settings()
-    from_address = sender or settings.default_sender
-    try:
-        message = compose(
-            MailDraft(
-                sender=MailAddress(email=from_address),
-                to=[MailAddress(email=address) for address in to],
-                subject=subject,
-                text=text,
-            ),
-            settings.mail_domain,
-        )
-    except CompositionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    raw = message.as_bytes()
+    resolved = _resolve_sender(settings, identity)
+    from_address = MailAddress(email=sender) if sender and identity is None else resolved.sender
+    keys = list(resolved.dkim_keys)
     if dkim_key:
         if not (dkim_domain and dkim_selector):
             raise typer.BadParameter("--dkim-key needs --dkim-domain and --dkim-selector")
         pem = _read_file(dkim_key)
         algorithm = DkimAlgorithm.RSA if b"RSA" in pem.split(b"\n", 1)[0] else DkimAlgorithm.ED25519
-        raw = sign(raw, DkimKey(dkim_domain, dkim_selector, algorithm, pem)) + raw
-    relay = RelayConfig.from_settings(settings)
-    result = asyncio.run(send_once(relay, raw, from_address, list(to)))
+        keys = [DkimKey(dkim_domain, dkim_selector, algorithm, pem)]
+    try:
+        message = compose(
+            MailDraft(
+                sender=from_address,
+                to=[MailAddress(email=address) for address in to],
+                reply_to=resolved.reply_to,
+                subject=subject,
+                text=text,
+            ),
+            settings.mail_domain,
+        )
+        raw = DkimSigner(keys).sign(message.as_bytes()) if keys else message.as_bytes()
+    except ValueError as exc:  # CompositionError, DkimError
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    async def deliver() -> SendResult:
+        async with SmtpPool(resolved.relay, size=1) as pool:
+            return await pool.send(raw, from_address.email, list(to))
+
+    result = asyncio.run(deliver())
     summary = {
         "outcome": result.outcome.value,
         "code": result.code,
         "enhanced_code": result.enhanced_code,
         "detail": result.detail,
         "message_id": str(message["Message-ID"]),
-        "relay": f"{relay.host}:{relay.port}",
+        "signed_by": [f"{k.algorithm}:{k.selector}._domainkey.{k.domain}" for k in keys],
+        "relay": resolved.relay.address,
     }
     typer.echo(json.dumps(summary))
     raise typer.Exit(0 if result.outcome is Outcome.SENT else 1)
+
+
+def _resolve_sender(settings: Settings, identity: str | None) -> ResolvedSender:
+    """The stored identity, or the configured default sender with any stored keys of its domain."""
+    from services.mass_mailer import sender_store
+    from services.mass_mailer.senders import resolve
+    from shared.db import migrate as run_migrations
+    from shared.db import session_scope
+    from shared.secretbox import SecretBox
+
+    url = settings.service_database_url("mass_mailer")
+    run_migrations("mass_mailer", url)
+    box = SecretBox.from_settings(settings)
+    with session_scope(url) as session:
+        row = sender_store.identity_by_ref(session, identity) if identity else None
+        if identity and row is None:
+            typer.echo(f"error: no sender identity {identity!r}", err=True)
+            raise typer.Exit(2)
+        domain = row.dkim_domain if row else settings.default_sender.rsplit("@", 1)[-1]
+        keys = sender_store.keys_for_domain(session, domain)
+        return resolve(row, keys, box, settings)
 
 
 @apikey_app.command("create")

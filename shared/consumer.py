@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -56,41 +57,38 @@ def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
 
 
 class DeadLetter:
-    """Publishes failed messages to ``<topic>.dlq``."""
+    """Publishes failed records to ``<topic>.dlq``: original bytes, key and headers plus reasons."""
 
     def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
         self.broker = broker
         self.settings = settings
 
     async def send(
-        self,
-        message: KafkaMessage,
-        topic: str,
-        reason: str,
-        exc: BaseException | None,
-        attempts: int,
+        self, record: ConsumerRecord, topic: str, reason: str, exc: BaseException | None, attempts: int
     ) -> None:
-        record = message.raw_message
-        headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-dlq-")}
+        headers = {
+            k: v.decode("utf-8", "replace") for k, v in (record.headers or ()) if not k.startswith("x-dlq-")
+        }
         headers.update(
             {
                 "x-dlq-reason": reason[:MAX_REASON_CHARS],
                 "x-dlq-exception": type(exc).__name__ if exc else "",
                 "x-dlq-topic": topic,
-                "x-dlq-partition": str(getattr(record, "partition", "")),
-                "x-dlq-offset": str(getattr(record, "offset", "")),
+                "x-dlq-partition": str(record.partition),
+                "x-dlq-offset": str(record.offset),
                 "x-dlq-attempts": str(attempts),
                 "x-dlq-failed-at": datetime.now(UTC).isoformat(),
             }
         )
-        key = getattr(record, "key", None)
-        await self.broker.publish(message.body, self.settings.topic(dlq(topic)), key=key, headers=headers)
+        await self.broker.publish(
+            record.value or b"", self.settings.topic(dlq(topic)), key=record.key, headers=headers
+        )
         MESSAGES_FAILED.labels(topic, "dead_lettered").inc()
         log.warning(
             "dead-lettered message from %s[%s]@%s: %s",
             topic,
-            headers["x-dlq-partition"],
-            headers["x-dlq-offset"],
+            record.partition,
+            record.offset,
             reason[:MAX_REASON_CHARS],
         )
 
@@ -122,6 +120,31 @@ async def run_with_retries(
         await asyncio.sleep(delay)
 
 
+async def process_record(
+    record: ConsumerRecord,
+    topic: str,
+    adapter: TypeAdapter[Any],
+    handler: Handler[Any],
+    dead_letter: DeadLetter,
+    settings: Settings,
+) -> None:
+    """Validate, handle with retries, or dead-letter one record. Raises only if the DLQ is down."""
+    raw: bytes = record.value or b""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        await dead_letter.send(record, topic, f"message larger than {MAX_MESSAGE_BYTES} bytes", None, 0)
+        return
+    try:
+        payload = adapter.validate_json(raw)
+    except ValidationError as exc:
+        await dead_letter.send(record, topic, describe_validation_error(exc), exc, 0)
+        return
+    error, attempts = await run_with_retries(lambda: handler(payload), topic, settings)
+    if error is None:
+        MESSAGES_CONSUMED.labels(topic).inc()
+        return
+    await dead_letter.send(record, topic, f"{type(error).__name__}: {error}", error, attempts)
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: Settings,
@@ -130,9 +153,16 @@ def subscribe(
     handler: Handler[Any],
     *,
     group: str,
+    batch_size: int = 1,
+    concurrency: int = 1,
     **subscriber_options: Any,
 ) -> Any:
-    """Register ``handler`` for ``topic`` with validation, retries and dead-lettering."""
+    """Register ``handler`` for ``topic`` with validation, retries and dead-lettering.
+
+    With ``batch_size`` > 1 records are fetched in batches and up to ``concurrency`` of them are
+    handled at once (order within a batch is then not kept: only for order-insensitive topics);
+    the batch is committed when every record has succeeded or been dead-lettered.
+    """
     adapter: TypeAdapter[Any] = TypeAdapter(contract)
     dead_letter = DeadLetter(broker, settings)
     options: dict[str, Any] = {
@@ -147,24 +177,28 @@ def subscribe(
     }
 
     async def consume(message: KafkaMessage) -> None:
-        raw: bytes = message.body
-        if len(raw) > MAX_MESSAGE_BYTES:
-            await dead_letter.send(message, topic, f"message larger than {MAX_MESSAGE_BYTES} bytes", None, 0)
-            return
-        try:
-            payload = adapter.validate_json(raw)
-        except ValidationError as exc:
-            await dead_letter.send(message, topic, describe_validation_error(exc), exc, 0)
-            return
-        error, attempts = await run_with_retries(lambda: handler(payload), topic, settings)
-        if error is None:
-            MESSAGES_CONSUMED.labels(topic).inc()
-            return
-        await dead_letter.send(message, topic, f"{type(error).__name__}: {error}", error, attempts)
+        await process_record(message.raw_message, topic, adapter, handler, dead_letter, settings)
 
-    consume.__name__ = handler.__name__
+    async def consume_batch(message: KafkaMessage) -> None:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(record: ConsumerRecord) -> None:
+            async with limit:
+                await process_record(record, topic, adapter, handler, dead_letter, settings)
+
+        results = await asyncio.gather(*(one(r) for r in message.raw_message), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    if batch_size > 1:
+        options.update(batch=True, max_records=batch_size)
+        entry = consume_batch
+    else:
+        entry = consume
+    entry.__name__ = handler.__name__
     subscriber = broker.subscriber(settings.topic(topic), **options)
-    subscriber(consume)
+    subscriber(entry)
     return subscriber
 
 

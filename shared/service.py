@@ -7,8 +7,9 @@ every HTTP request that is not its AsyncAPI page to the FastAPI app (API, /docs,
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 Registrar = Callable[["ServiceContext"], None]
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -40,7 +42,8 @@ class ServiceContext:
     settings: Settings
     broker: KafkaBroker
     database_url: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    background: list[BackgroundTask] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class ServiceApp(AsgiFastStream):
@@ -148,13 +151,25 @@ def build_service(
             await ensure_topics(settings)
         log.info("%s: migrations applied, connecting to Kafka at %s", name, settings.kafka_bootstrap)
 
+    running: list[asyncio.Task[None]] = []
+
+    async def after_startup() -> None:
+        running.extend(asyncio.create_task(task(), name=task.__name__) for task in context.background)
+
     async def on_shutdown() -> None:
         log.info("%s: shutting down", name)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        running.clear()
+        for hook in context.on_shutdown:
+            await hook()
 
     return ServiceApp(
         context,
         http,
         asyncapi_path="/asyncapi",
         on_startup=[on_startup],
+        after_startup=[after_startup],
         on_shutdown=[on_shutdown],
     )

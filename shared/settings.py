@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 30.0
 
+    smtp_pool_size: int = Field(4, ge=1, le=64, description="Connections per relay")
+
+    gateway_concurrency: int = Field(16, ge=1, description="Transactional mails handled at once")
+    gateway_retry_base_s: float = Field(30.0, gt=0, description="First retry delay after a 4xx")
+    gateway_retry_max_s: float = Field(3600.0, gt=0, description="Longest delay between retries")
+    gateway_retry_deadline_s: float = Field(
+        86_400.0, gt=0, description="Give up (failed, expired) this long after the request arrived"
+    )
+    gateway_lease_s: float = Field(
+        60.0, gt=0, description="How long a gateway instance owns a message it is sending"
+    )
+    gateway_sweep_interval_s: float = Field(1.0, gt=0, description="Retry/recovery sweep period")
+
     bootstrap_api_key: SecretStr | None = Field(
         None, description="If set, an admin API key with this value is created at start-up"
     )

@@ -1,6 +1,6 @@
 """Mass mailer service: ``faststream run services.mass_mailer.app:app``."""
 
-from services.mass_mailer.api import routers
+from services.mass_mailer import api, api_senders
 from services.mass_mailer.handlers import register_consumers
 from shared.service import ServiceApp, build_service
 from shared.settings import Settings
@@ -12,7 +12,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         title="mailsvc mass mailer",
         description="Contacts, target groups, templates, mailings and the outbound gateway.",
         register_consumers=register_consumers,
-        api_routers=routers,
+        api_routers=lambda context: [*api.routers(context), *api_senders.routers(context)],
         settings=settings,
     )
 

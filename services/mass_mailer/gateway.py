@@ -1,30 +1,59 @@
 """The outbound gateway: every transactional email leaves through here.
 
-Per message: idempotency by correlation id, suppression check, compose, SMTP hand-over, and a
-delivery event per recipient on ``mail.delivery-events``.
+Per message: accept once per correlation id, check suppressions, compose, DKIM-sign, hand over
+to the relay through a pooled connection, and publish each recipient's status change on
+``mail.delivery-events``. 4xx replies are retried later with exponential backoff and jitter
+(durably: the row carries ``next_attempt_at``; the sweeper picks it up) until the deadline.
+
+Exactly once towards the relay: the row is marked ``sending`` before the transaction and
+``handed_over`` right before the final dot. After a crash, ``sending`` rows are sent again (the
+relay never got the whole message) and ``handed_over`` rows count as sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
-from services.mass_mailer import storage
-from services.mass_mailer.contacts import is_suppressed
+from services.mass_mailer import delivery_rules as rules
+from services.mass_mailer import outbound_store as store
+from services.mass_mailer import sender_store
+from services.mass_mailer.models import OutboundMessage
+from services.mass_mailer.senders import ResolvedSender, resolve
 from shared.contracts import DeliveryEvent, DeliveryStatus, OutboundEmail
 from shared.db import in_transaction
-from shared.errors import PermanentError, TransientError
-from shared.mail.compose import CompositionError, MailAddress, MailDraft, OutgoingAttachment, compose
-from shared.mail.smtp import Outcome, RelayConfig, send_once
+from shared.errors import PermanentError
+from shared.mail.compose import (
+    CompositionError,
+    MailAddress,
+    MailDraft,
+    OutgoingAttachment,
+    compose,
+    new_message_id,
+)
+from shared.mail.dkim import DkimSigner
+from shared.mail.pool import SmtpPool
+from shared.mail.smtp import Outcome
 from shared.metrics import MAILS_FAILED, MAILS_SENT
+from shared.secretbox import SecretBox
 from shared.service import ServiceContext
 from shared.topics import MAIL_DELIVERY_EVENTS
 
 log = logging.getLogger(__name__)
-FINAL_STATES = frozenset({"sent", "failed"})
+T = TypeVar("T")
+EVENT_NAMESPACE = uuid.UUID("6f1d9f4e-8d0b-4a55-9a57-3e2b8c1d7a10")
+SENDER_CACHE_S = 30.0
 
 
-def draft_from_request(request: OutboundEmail, default_sender: str) -> MailDraft:
+def draft_from_request(request: OutboundEmail, sender: ResolvedSender, message_id: str) -> MailDraft:
     attachments = []
     for item in request.attachments:
         try:
@@ -40,99 +69,249 @@ def draft_from_request(request: OutboundEmail, default_sender: str) -> MailDraft
             )
         )
     return MailDraft(
-        sender=MailAddress(email=default_sender),
+        sender=sender.sender,
         to=[MailAddress(email=a) for a in request.to],
         cc=[MailAddress(email=a) for a in request.cc],
-        reply_to=MailAddress(email=request.reply_to) if request.reply_to else None,
+        reply_to=MailAddress(email=request.reply_to) if request.reply_to else sender.reply_to,
         subject=request.subject,
         text=request.text,
         html=request.html,
         headers=request.headers,
         attachments=attachments,
+        message_id=message_id,
+        in_reply_to=request.in_reply_to,
+        references=request.references,
     )
+
+
+def event_id(correlation_id: str, recipient: str, status: str, attempt: int) -> uuid.UUID:
+    """Deterministic, so a republished event (after a crash) is recognisably the same event."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{correlation_id}|{recipient}|{status}|{attempt}")
 
 
 class Gateway:
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
-        self.relay = RelayConfig.from_settings(context.settings)
+        self.settings = context.settings
+        self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.claims = itertools.count()
+        self.box = SecretBox.from_settings(context.settings)
         self.events = context.broker.publisher(
             context.settings.topic(MAIL_DELIVERY_EVENTS), title="delivery events"
         )
+        self.pools: dict[str, SmtpPool] = {}
+        self.signers: dict[tuple[str, ...], DkimSigner] = {}
+        self.senders: dict[str | None, tuple[float, ResolvedSender]] = {}
 
-    async def publish(
-        self, request: OutboundEmail, recipients: list[str], status: DeliveryStatus, **details: object
-    ) -> None:
-        for recipient in recipients:
-            event = DeliveryEvent(
-                correlation_id=request.correlation_id,
-                recipient=recipient,
-                status=status,
-                **details,  # type: ignore[arg-type]
-            )
-            await self.events.publish(event.model_dump(mode="json"), key=request.correlation_id.encode())
-
-    async def record(self, correlation_id: str, status: str, **details: object) -> None:
-        await in_transaction(
-            self.context.database_url, storage.record_attempt, correlation_id, status, **details
-        )
+    # -- entry points ------------------------------------------------------------------------
 
     async def handle(self, request: OutboundEmail) -> None:
-        recipients = [*request.to, *request.cc]
-        row = await in_transaction(
-            self.context.database_url,
-            storage.claim_outbound,
-            request.correlation_id,
-            recipients,
-            request.subject,
-        )
-        if row.status in FINAL_STATES:
-            log.info("correlation id %s already %s: not sending again", request.correlation_id, row.status)
-            return
+        """Kafka path: record the request (idempotent), then try to send it now."""
+        row = await self.db(store.accept, request, self.settings.gateway_retry_deadline_s)
+        await self.process(row.id)  # type: ignore[arg-type]
 
-        known = await in_transaction(self.context.database_url, storage.contacts_by_email, recipients)
-        suppressed = {r: why for r in recipients if (why := is_suppressed(known.get(r.lower())))}
-        for recipient, why in suppressed.items():
-            await self.publish(request, [recipient], DeliveryStatus.FAILED, reason=f"suppressed: {why}")
-        deliverable = [r for r in recipients if r not in suppressed]
-        if not deliverable:
-            await self.record(request.correlation_id, "failed", error="suppressed")
-            MAILS_FAILED.labels(self.context.name, "suppressed").inc()
-            return
-        to = [r for r in request.to if r not in suppressed]
-        cc = [r for r in request.cc if r not in suppressed]
-        request = request.model_copy(update={"to": to or cc[:1], "cc": cc if to else cc[1:]})
+    async def sweep_forever(self) -> None:
+        """Retries that are due, events not yet published, rows of instances that died."""
+        limit = asyncio.Semaphore(self.settings.gateway_concurrency)
 
+        async def one(row_id: int) -> None:
+            async with limit:
+                try:
+                    await self.process(row_id)
+                except Exception:
+                    log.exception("sweeper: outbound message %s failed; will retry", row_id)
+
+        while True:
+            try:
+                ids = await self.db(store.due)
+                await asyncio.gather(*(one(i) for i in ids))
+            except Exception:
+                log.exception("sweeper pass failed")
+            await asyncio.sleep(self.settings.gateway_sweep_interval_s)
+
+    async def close(self) -> None:
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+    # -- one row -----------------------------------------------------------------------------
+
+    async def process(self, row_id: int) -> None:
+        token = f"{self.owner}:{next(self.claims)}"
+        row = await self.db(store.claim, row_id, token, self.settings.gateway_lease_s)
+        if row is None:
+            return  # another instance holds it; if that one dies, its lease expires
         try:
-            draft = draft_from_request(request, self.context.settings.default_sender)
-            message = compose(draft, self.context.settings.mail_domain)
-        except CompositionError as exc:
-            await self.record(request.correlation_id, "failed", error=str(exc))
-            await self.publish(request, deliverable, DeliveryStatus.FAILED, reason=str(exc))
-            MAILS_FAILED.labels(self.context.name, "invalid").inc()
+            await self._advance(row)
+        except store.LeaseLost:
+            log.warning("lost the lease on outbound message %s; leaving it", row_id)
+
+    async def _advance(self, row: OutboundMessage) -> None:
+        if row.status == "handed_over":
+            log.warning("%s was handed to the relay before a crash: counting it as sent", row.correlation_id)
+            pending = rules.pending_recipients(self._recipients(row), row.recipient_status)
+            changes = {
+                r: ["sent", "assumed delivered: handed over before the gateway stopped"] for r in pending
+            }
+            await self.finish(row, changes)
+            return
+        if row.status in store.FINAL:
+            if row.events_pending:
+                await self.publish_events(row, row.recipient_status)
+            else:
+                await self.release(row)
+            return
+        if row.status in ("queued", "deferred") and row.next_attempt_at > store.now():
+            await self.release(row)  # a redelivered request whose retry is not due yet
+            return
+        await self.attempt(row)
+
+    async def attempt(self, row: OutboundMessage) -> None:
+        request = OutboundEmail.model_validate_json(row.payload)
+        pending = rules.pending_recipients([*request.to, *request.cc], row.recipient_status)
+        suppressed = await self.db(store.suppressed, pending)
+        changes = {r: ["failed", f"suppressed: {why}"] for r, why in suppressed.items()}
+        if suppressed:
+            MAILS_FAILED.labels(self.context.name, "suppressed").inc(len(suppressed))
+        pending = [r for r in pending if r not in suppressed]
+        if not pending:
+            await self.finish(row, changes, last_error="no deliverable recipient left")
             return
 
-        message_id = str(message["Message-ID"])
-        sender = self.context.settings.default_sender
-        result = await send_once(self.relay, message.as_bytes(), sender, deliverable)
-        smtp = {"smtp_code": result.code, "enhanced_code": result.enhanced_code}
-        if result.outcome is Outcome.SENT:
-            await self.record(
-                request.correlation_id, "sent", smtp_code=result.code, message_id_header=message_id
+        sender = await self.sender(request.sender_identity)
+        if sender is None:
+            reason = f"unknown sender identity {request.sender_identity!r}"
+            await self.finish(row, {**changes, **{r: ["failed", reason] for r in pending}}, last_error=reason)
+            return
+        message_id = row.message_id_header or new_message_id(self.settings.mail_domain)
+        try:
+            message = compose(draft_from_request(request, sender, message_id), self.settings.mail_domain)
+        except (CompositionError, PermanentError) as exc:
+            MAILS_FAILED.labels(self.context.name, "invalid").inc()
+            await self.finish(
+                row, {**changes, **{r: ["failed", str(exc)] for r in pending}}, last_error=str(exc)
             )
-            accepted = [r for r in deliverable if r not in result.refused]
-            await self.publish(request, accepted, DeliveryStatus.SENT, message_id_header=message_id, **smtp)
-            refused = [r for r in deliverable if r in result.refused]
-            await self.publish(request, refused, DeliveryStatus.FAILED, reason="refused by relay", **smtp)
+            return
+        raw = message.as_bytes()
+        if sender.dkim_keys:
+            raw = self.signer(sender).sign(raw)
+
+        attempt = row.attempts + 1
+        await self.db(
+            store.transition,
+            row.id,
+            row.lease_owner,
+            status="sending",
+            attempts=attempt,
+            message_id_header=message_id,
+        )
+        row.attempts, row.message_id_header = attempt, message_id
+
+        async def handed_over() -> None:
+            await self.db(store.transition, row.id, row.lease_owner, status="handed_over")
+
+        result = await self.pool(sender).send(raw, sender.envelope_from, pending, on_handover=handed_over)
+        step = rules.after_send(
+            result,
+            pending,
+            row.recipient_status,
+            attempt=attempt,
+            now=store.now(),
+            deadline=row.deadline_at,
+            retry_base_s=self.settings.gateway_retry_base_s,
+            retry_max_s=self.settings.gateway_retry_max_s,
+        )
+        kind = {"sent": None, "deferred": "temporary", "failed": "permanent"}[step.status]
+        if result.outcome is Outcome.SENT:
             MAILS_SENT.labels(self.context.name).inc()
-            return
-        reason = result.detail[:2_000]
-        if result.outcome is Outcome.PERMANENT:
-            await self.record(request.correlation_id, "failed", smtp_code=result.code, error=reason)
-            await self.publish(request, deliverable, DeliveryStatus.FAILED, reason=reason, **smtp)
-            MAILS_FAILED.labels(self.context.name, "permanent").inc()
-            return
-        await self.record(request.correlation_id, "deferred", smtp_code=result.code, error=reason)
-        await self.publish(request, deliverable, DeliveryStatus.DEFERRED, reason=reason, **smtp)
-        MAILS_FAILED.labels(self.context.name, "temporary").inc()
-        raise TransientError(f"relay deferred: {reason}")
+        elif kind:
+            MAILS_FAILED.labels(self.context.name, kind).inc()
+        extra: dict[str, object] = {
+            "smtp_code": result.code,
+            "enhanced_code": result.enhanced_code,
+            "last_error": next((why for state, why in step.changes.values() if state != "sent"), None),
+        }
+        if step.retry_at is not None:
+            extra["next_attempt_at"] = step.retry_at
+        await self.finish(row, {**changes, **step.changes}, **extra)
+
+    async def finish(self, row: OutboundMessage, changes: dict[str, list[str]], **values: object) -> None:
+        """Store the recipients' new statuses with their events pending, publish, clear the flag."""
+        recipient_status = {**row.recipient_status, **changes}
+        status = rules.row_status(recipient_status)
+        await self.db(
+            store.transition,
+            row.id,
+            row.lease_owner,
+            status=status,
+            recipient_status=recipient_status,
+            events_pending=True,
+            **values,
+        )
+        row.status, row.recipient_status = status, recipient_status
+        for field, value in values.items():
+            setattr(row, field, value)
+        await self.publish_events(row, changes)
+
+    async def publish_events(self, row: OutboundMessage, changes: dict[str, list[str]]) -> None:
+        """One delivery event per changed recipient; ids are deterministic, so a republish after a
+        crash is recognisably the same event."""
+        for recipient, (status, reason) in changes.items():
+            attempt = row.attempts if status == "deferred" else 0
+            event = DeliveryEvent(
+                message_id=event_id(row.correlation_id, recipient, status, attempt),
+                correlation_id=row.correlation_id,
+                recipient=recipient,
+                status=DeliveryStatus(status),
+                source="gateway",
+                smtp_code=row.smtp_code,
+                enhanced_code=row.enhanced_code,
+                reason=reason or None,
+                message_id_header=row.message_id_header,
+                attempt=max(row.attempts, 1),
+            )
+            await self.events.publish(event.model_dump(mode="json"), key=row.correlation_id.encode())
+        await self.release(row, events_pending=False)
+
+    async def release(self, row: OutboundMessage, **values: object) -> None:
+        await self.db(store.transition, row.id, row.lease_owner, lease_owner=None, lease_until=None, **values)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _recipients(row: OutboundMessage) -> list[str]:
+        return [r for r in row.recipients.split(",") if r]
+
+    async def db(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        return await in_transaction(self.context.database_url, work, *args, **kwargs)
+
+    async def sender(self, ref: str | None) -> ResolvedSender | None:
+        cached = self.senders.get(ref)
+        if cached and time.monotonic() - cached[0] < SENDER_CACHE_S:
+            return cached[1]
+
+        def load(session: object) -> ResolvedSender | None:
+            identity = sender_store.identity_by_ref(session, ref)  # type: ignore[arg-type]
+            if identity is None and ref is not None:
+                return None
+            domain = identity.dkim_domain if identity else self.settings.default_sender.rsplit("@", 1)[-1]
+            keys = sender_store.keys_for_domain(session, domain)  # type: ignore[arg-type]
+            return resolve(identity, keys, self.box, self.settings)
+
+        resolved = await in_transaction(self.context.database_url, load)
+        if resolved is not None:
+            self.senders[ref] = (time.monotonic(), resolved)
+        return resolved
+
+    def pool(self, sender: ResolvedSender) -> SmtpPool:
+        key = f"{sender.relay.model_dump_json()}|{sender.pool_size}"
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = SmtpPool(sender.relay, size=sender.pool_size)
+        return pool
+
+    def signer(self, sender: ResolvedSender) -> DkimSigner:
+        key = tuple(f"{k.domain}|{k.selector}|{k.algorithm}" for k in sender.dkim_keys)
+        signer = self.signers.get(key)
+        if signer is None:
+            signer = self.signers[key] = DkimSigner(sender.dkim_keys)
+        return signer

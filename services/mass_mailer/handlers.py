@@ -25,5 +25,14 @@ def register_consumers(context: ServiceContext) -> None:
 
     subscribe(context.broker, context.settings, CRM_CONTACTS, ContactMessage, on_contact, group=group)
     subscribe(
-        context.broker, context.settings, MAIL_OUTBOUND_TRANSACTIONAL, OutboundEmail, on_outbound, group=group
+        context.broker,
+        context.settings,
+        MAIL_OUTBOUND_TRANSACTIONAL,
+        OutboundEmail,
+        on_outbound,
+        group=group,
+        batch_size=context.settings.gateway_concurrency * 4,
+        concurrency=context.settings.gateway_concurrency,
     )
+    context.background.append(gateway.sweep_forever)
+    context.on_shutdown.append(gateway.close)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contracts.base import EmailAddress, Message
 
 HeaderText = Annotated[str, Field(max_length=2_000)]
+MessageIdText = Annotated[str, Field(pattern=r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>$")]
 MAX_RECIPIENTS = 100
 
 
@@ -18,8 +20,18 @@ class Attachment(BaseModel):
 
     filename: Annotated[str, Field(min_length=1, max_length=255)]
     content_type: Annotated[str, Field(pattern=r"^[\w.+-]+/[\w.+-]+$")] = "application/octet-stream"
-    content_b64: str
+    content_b64: Annotated[str, Field(max_length=7_000_000)]
     inline_cid: Annotated[str, Field(max_length=255)] | None = None
+
+
+    @field_validator("content_b64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise ValueError("content_b64 is not valid base64") from exc
+        return value
 
 
 class OutboundEmail(Message):
@@ -30,6 +42,8 @@ class OutboundEmail(Message):
     to: Annotated[list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)]
     cc: Annotated[list[EmailAddress], Field(max_length=MAX_RECIPIENTS)] = Field(default_factory=list)
     reply_to: EmailAddress | None = None
+    in_reply_to: MessageIdText | None = None
+    references: Annotated[list[MessageIdText], Field(max_length=100)] = Field(default_factory=list)
     subject: HeaderText = ""
     text: str | None = None
     html: str | None = None

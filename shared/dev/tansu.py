@@ -135,7 +135,6 @@ async def wait_until_ready(
         await asyncio.sleep(0.05)
 
 
-
 async def prepare_broker(
     settings: Settings,
     timeout: float = 30.0,

@@ -100,3 +100,31 @@ def test_send_test_reports_a_refusing_relay(cli_env, smtp_sink):
 def test_keygen_rejects_bad_names(cli_env):
     result = mailsvc("dkim", "keygen", "--domain", "exa mple.com", "--selector", "s1", env=cli_env)
     assert result.returncode == 2 and b"not a valid DNS name" in result.stderr
+
+
+def test_stored_key_and_identity_are_used_by_send_test(cli_env, tmp_path, smtp_sink):
+    """keygen --store puts the key where the gateway finds it; send-test --identity sends as that identity."""
+    from services.mass_mailer.models import SenderIdentity
+    from shared.db import migrate, session_scope
+    from shared.settings import Settings
+
+    env = {**cli_env, "MAILSVC_MASTER_KEY": "ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleWZha2U="}
+    stored = mailsvc("dkim", "keygen", "--domain", "example.com", "--selector", "db1", "--store", env=env)
+    assert stored.returncode == 0, stored.stderr
+    assert not (tmp_path / "var" / "dkim").exists()  # stored only, no key file
+    record = stored.stdout.decode().partition(" IN TXT ")[2].strip().strip('"').encode()
+
+    url = Settings(data_dir=tmp_path / "var").service_database_url("mass_mailer")
+    migrate("mass_mailer", url)
+    with session_scope(url) as session:
+        session.add(SenderIdentity(name="Desk", email="desk@example.com", display_name="Help Desk",
+                                   relay_host=smtp_sink.host, relay_port=smtp_sink.port, relay_tls="none",
+                                   dkim_domain="example.com"))
+    sent = mailsvc("send-test", "--to", "rcpt@example.org", "--identity", "Desk", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["signed_by"] == ["rsa:db1._domainkey.example.com"]
+    raw = smtp_sink.wait_for(1)[0].data
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record if name == b"db1._domainkey.example.com." else b"")
+    assert b"From: Help Desk <desk@example.com>" in raw
+    unknown = mailsvc("send-test", "--to", "rcpt@example.org", "--identity", "Nope", env=env)
+    assert unknown.returncode == 2 and b"no sender identity" in unknown.stderr

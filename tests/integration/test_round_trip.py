@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+import pytest
 
 from services.event_triggers.app import create_app as create_triggers
 from services.mail_scanner.app import create_app as create_scanner
 from services.mass_mailer.app import create_app as create_mailer
+from shared.broker import make_broker
+from shared.consumer import subscribe
+from shared.contracts import ContactMessage, ContactOptedOut, ContactUpserted
+from shared.kafka_admin import ensure_topics
 from tests.integration.harness import AUTH, consume, eventually, produce, running, service_settings
 
 
@@ -106,11 +112,40 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_keeps_moving(kafk
     assert all(dict(r.headers)["x-dlq-topic"].decode() == "crm.contacts" for r in dead)
 
 
-async def test_a_handler_that_raises_dead_letters_after_retries(kafka_broker, unique, smtp_sink, tmp_path):
-    """An outbound request whose attachment is not base64 fails in the handler: DLQ, then the next one is sent."""
-    settings = service_settings(
-        kafka_broker, unique, tmp_path, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port
-    )
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_a_handler_that_raises_dead_letters_after_retries(kafka_broker, unique, tmp_path, batch_size):
+    """The shared consumer: a handler error is retried, then dead-lettered; the next message is handled."""
+    settings = service_settings(kafka_broker, unique, tmp_path)
+    broker = make_broker(settings)
+    handled: list[str] = []
+
+    async def on_contact(message: ContactUpserted | ContactOptedOut) -> None:
+        if message.contact_id == "poison":
+            raise RuntimeError("cannot handle poison")
+        handled.append(message.contact_id)
+
+    subscribe(broker, settings, "crm.contacts", ContactMessage, on_contact, group=unique.id,
+              batch_size=batch_size, concurrency=4)
+    await ensure_topics(settings)
+    async with broker:
+        await broker.start()
+        await produce(
+            kafka_broker.bootstrap,
+            settings.topic("crm.contacts"),
+            [{"kind": "contact.upserted", "contact_id": "poison"}, {"kind": "contact.upserted", "contact_id": "next"}],
+            key=b"same-partition",
+        )
+        await eventually(lambda: handled == ["next"], timeout=60)
+    dead = await consume(kafka_broker.bootstrap, settings.topic("crm.contacts.dlq"), 1)
+    headers = dict(dead[0].headers)
+    assert headers["x-dlq-exception"] == b"RuntimeError"
+    assert headers["x-dlq-attempts"] == str(settings.consumer_max_attempts).encode()
+    assert b"cannot handle poison" in headers["x-dlq-reason"]
+    assert json.loads(dead[0].value)["contact_id"] == "poison"
+
+
+async def test_invalid_attachment_is_dead_lettered_and_the_next_mail_is_sent(kafka_broker, unique, smtp_sink, tmp_path):
+    settings = service_settings(kafka_broker, unique, tmp_path, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
     topic = settings.topic("mail.outbound.transactional")
     bad = {
         "correlation_id": "bad-1",
@@ -123,7 +158,5 @@ async def test_a_handler_that_raises_dead_letters_after_retries(kafka_broker, un
         await produce(kafka_broker.bootstrap, topic, [bad, good], key=b"same-partition")
         await asyncio.to_thread(smtp_sink.wait_for, 1, 60)
     dead = await consume(kafka_broker.bootstrap, settings.topic("mail.outbound.transactional.dlq"), 1)
-    headers = dict(dead[0].headers)
-    assert headers["x-dlq-exception"] == b"PermanentError"
-    assert b"not valid base64" in headers["x-dlq-reason"]
+    assert b"not valid base64" in dict(dead[0].headers)["x-dlq-reason"]
     assert [m.message["Subject"] for m in smtp_sink.accepted] == ["after poison"]

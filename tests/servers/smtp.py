@@ -1,19 +1,24 @@
 """SMTP servers that accept mail on 127.0.0.1.
 
 ``SmtpSink`` (aiosmtpd, in-process): records every message and can answer per message or
-per recipient with any code, or drop the connection. ~1k msg/s: for tests.
+per recipient with any code, or drop the connection (also mid-DATA). Optional STARTTLS or
+implicit TLS, AUTH PLAIN/LOGIN and XOAUTH2; counts connections. ~1k msg/s: for tests.
 ``PostfixSmtpSink`` (/usr/sbin/smtp-sink): fast C sink for benchmarks, optional counter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import email
 import email.policy
+import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.servers.procs import Server, ServerError, free_port, read_greeting, spawn, stop, wait_until
 
@@ -43,6 +48,8 @@ class SmtpMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     reply: str = OK  # what the sink answered to DATA
+    tls: bool = False  # the session was encrypted (STARTTLS or implicit TLS)
+    mail_options: tuple[str, ...] = ()  # MAIL FROM parameters, e.g. ("SIZE=123", "BODY=8BITMIME")
 
     @property
     def accepted(self) -> bool:
@@ -58,6 +65,26 @@ class SmtpMessage:
 # hook(message) -> None/"250 ..." accept, "451 ..."/"550 ..." any reply, DROP: hang up.
 DataHook = Callable[[SmtpMessage], str | None]
 RcptHook = Callable[[str], str | None]
+MailHook = Callable[[str], str | None]  # same answers, to MAIL FROM (argument: the sender)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthAttempt:
+    mechanism: str  # "PLAIN", "LOGIN", "XOAUTH2"
+    login: str
+    secret: bytes  # the password, or for XOAUTH2 the whole decoded initial response
+    success: bool
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side context for SmtpSink(starttls=...) / SmtpSink(implicit_tls=...)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+_XOAUTH2 = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]+)\x01\x01")
+_XOAUTH2_ERROR = json.dumps({"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"})
 
 
 def replies(*answers: str | None) -> DataHook:
@@ -83,6 +110,37 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """Like Gmail: a bad token gets a 334 JSON challenge, the client's empty line, then 535."""
+        try:
+            blob = base64.b64decode(args[1], validate=True) if len(args) == 2 else b""
+        except binascii.Error:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode base64")
+        match = _XOAUTH2.fullmatch(blob)
+        login, token = (match.group(1).decode(), match.group(2).decode()) if match else ("", "")
+        ok = bool(match) and self.sink.oauth_tokens.get(login) == token
+        self.sink._record_auth(AuthAttempt("XOAUTH2", login, blob, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(login.encode(), token.encode()))
+        if await server.challenge_auth(_XOAUTH2_ERROR) is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
+        )
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        hook = self.sink.mail_hook
+        answer = hook(address) if hook else None
+        if answer == DROP:
+            return _hang_up(server)
+        if answer and not answer.startswith("250"):
+            return answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -98,7 +156,14 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
         assert isinstance(content, bytes)
-        msg = SmtpMessage(envelope.mail_from or "", tuple(envelope.rcpt_tos), content)
+        transport = server.transport
+        msg = SmtpMessage(
+            envelope.mail_from or "",
+            tuple(envelope.rcpt_tos),
+            content,
+            tls=transport is not None and transport.get_extra_info("sslcontext") is not None,
+            mail_options=tuple(envelope.mail_options),
+        )
         hook = self.sink.hook
         answer = (hook(msg) if hook else None) or OK
         self.sink._record(dataclasses.replace(msg, reply=answer))
@@ -107,11 +172,49 @@ class _Handler:
         return answer
 
 
+class _SinkSMTP(SMTP):
+    def __init__(self, sink: SmtpSink, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.sink = sink
+
+    async def smtp_DATA(self, arg: str) -> None:
+        cut = self.sink.drop_mid_data
+        if cut is None or not self.envelope or not self.envelope.rcpt_tos or arg:
+            return await super().smtp_DATA(arg)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        received = b""
+        while len(received) < cut and b"\r\n.\r\n" not in received[-65_540:]:
+            chunk = await self._reader.read(min(65_536, cut - len(received)))
+            if not chunk:
+                break
+            received += chunk
+        self.sink.dropped_mid_data += 1
+        _hang_up(self)
+        return None
+
+
+class _SinkController(Controller):
+    def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(_Handler(sink), **kwargs)
+        self.sink = sink
+
+    def factory(self) -> SMTP:
+        self.sink._connections += 1  # one SMTP instance per connection
+        return _SinkSMTP(self.sink, self.handler, **self.SMTP_kwargs)
+
+
 class SmtpSink(Server):
     """aiosmtpd on 127.0.0.1:``port``, recording every DATA in ``messages`` (with its reply).
 
-    ``hook`` / ``rcpt_hook`` may be (re)assigned at any time; see DataHook/RcptHook.
-    ``users``: require AUTH PLAIN/LOGIN (no TLS) with these credentials.
+    ``hook`` / ``rcpt_hook`` / ``mail_hook`` may be (re)assigned at any time; see DataHook.
+    ``drop_mid_data`` (assignable too): hang up after reading that many bytes of message data,
+    before the final dot (the message must be longer); ``dropped_mid_data`` counts it.
+    ``users``: require AUTH PLAIN/LOGIN with these credentials (also without TLS);
+    ``oauth_tokens`` (user -> access token): require AUTH, offer and check XOAUTH2.
+    Every AUTH attempt lands in ``auth_attempts``. ``starttls`` / ``implicit_tls``: a server
+    context (see server_tls_context) to offer STARTTLS / to speak TLS from the first byte.
+    ``connections``: client connections accepted since start(). ``idle_timeout_s``: hang up
+    on clients silent that long (aiosmtpd's default: 300 s).
     """
 
     host = "127.0.0.1"
@@ -122,18 +225,39 @@ class SmtpSink(Server):
         *,
         rcpt_hook: RcptHook | None = None,
         users: Mapping[str, str] | None = None,
+        oauth_tokens: Mapping[str, str] | None = None,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
+        if starttls is not None and implicit_tls is not None:
+            raise ValueError("starttls and implicit_tls are exclusive")
         self.hook = hook
         self.rcpt_hook = rcpt_hook
+        self.mail_hook: MailHook | None = None
+        self.drop_mid_data: int | None = None
+        self.dropped_mid_data = 0
         self.users = dict(users) if users else None
+        self.oauth_tokens = dict(oauth_tokens) if oauth_tokens else {}
+        self.auth_attempts: list[AuthAttempt] = []
         self.port = free_port()
         self._messages: list[SmtpMessage] = []
+        self._connections = 0
         self._cond = threading.Condition()
-        kwargs: dict[str, Any] = {}
-        if self.users:
-            kwargs = {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
-        self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, enable_SMTPUTF8=True, **kwargs
+        kwargs: dict[str, Any] = {"auth_exclude_mechanism": [] if self.oauth_tokens else ["XOAUTH2"]}
+        if self.users or self.oauth_tokens:
+            kwargs |= {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+        if starttls is not None:
+            kwargs["tls_context"] = starttls
+        if idle_timeout_s is not None:
+            kwargs["timeout"] = idle_timeout_s
+        self._controller = _SinkController(
+            self,
+            hostname=self.host,
+            port=self.port,
+            enable_SMTPUTF8=True,
+            ssl_context=implicit_tls,
+            **kwargs,
         )
         self._running = False
 
@@ -145,7 +269,18 @@ class SmtpSink(Server):
             and self.users is not None
             and self.users.get(data.login.decode()) == data.password.decode()
         )
+        if isinstance(data, LoginPassword):
+            self._record_auth(AuthAttempt(mechanism, data.login.decode(), data.password, ok))
         return AuthResult(success=ok, handled=False)
+
+    def _record_auth(self, attempt: AuthAttempt) -> None:
+        with self._cond:
+            self.auth_attempts.append(attempt)
+
+    @property
+    def connections(self) -> int:
+        """Client connections accepted since start() (aiosmtpd's own start-up probe excluded)."""
+        return self._connections
 
     def _record(self, msg: SmtpMessage) -> None:
         with self._cond:
@@ -180,6 +315,7 @@ class SmtpSink(Server):
     def start(self) -> None:
         if not self._running:
             self._controller.start()
+            self._connections = 0  # start() itself connects once, to check the server
             self._running = True
 
     def stop(self) -> None:
