@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -58,17 +57,6 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-@app.command()
-def parse(
-    file: Annotated[Path, typer.Argument(help=".eml file, or - for standard input")],
-) -> None:
-    """Parse a mail and print it as JSON."""
-    from services.mail_scanner.parsing import parse_message
-
-    raw = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
-    typer.echo(parse_message(raw).model_dump_json(by_alias=True, indent=2))
 
 
 def _read_file(path: Path) -> bytes:
@@ -250,6 +238,18 @@ def apikey_revoke(key_id: str, service: ServiceOption = None) -> None:
     if not found:
         typer.echo(f"error: no key with id {key_id!r}", err=True)
         raise typer.Exit(1)
+
+
+def _register_service_commands() -> None:
+    """Each service adds its own commands (mail_scanner: parse; mass_mailer: render, mailing)."""
+    from services.mail_scanner.cli import register as register_scanner
+    from services.mass_mailer.cli import register as register_mailer
+
+    register_scanner(app)
+    register_mailer(app)
+
+
+_register_service_commands()
 
 
 def main() -> None:

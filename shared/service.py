@@ -26,6 +26,7 @@ from shared.consumer import update_consumer_lag
 from shared.db import get_engine, migrate, session_scope
 from shared.kafka_admin import ensure_topics
 from shared.logs import configure_logging
+from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ServiceContext:
     settings: Settings
     broker: KafkaBroker
     database_url: str
+    outbox: OutboxRelay
     background: list[BackgroundTask] = field(default_factory=list)
     on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -128,12 +130,16 @@ def build_service(
 ) -> ServiceApp:
     """Assemble a service: broker + consumers, HTTP API, migrations at start."""
     settings = settings or get_settings()
+    broker = make_broker(settings, client_id=f"mailsvc-{name}")
+    database_url = settings.service_database_url(name)
     context = ServiceContext(
         name=name,
         settings=settings,
-        broker=make_broker(settings, client_id=f"mailsvc-{name}"),
-        database_url=settings.service_database_url(name),
+        broker=broker,
+        database_url=database_url,
+        outbox=OutboxRelay(broker, settings, database_url),
     )
+    context.background.append(context.outbox.run_forever)
     register_consumers(context)
 
     http = FastAPI(title=title, description=description, version="1")

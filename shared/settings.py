@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     )
     gateway_sweep_interval_s: float = Field(1.0, gt=0, description="Retry/recovery sweep period")
 
+    # --- mass mailer (contacts, templates, mailings) ---
+
+    # --- mail scanner (IMAP, tickets) ---
+
+    # --- event triggers (scheduling, certificates) ---
+
     bootstrap_api_key: SecretStr | None = Field(
         None, description="If set, an admin API key with this value is created at start-up"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.mail_scanner import storage
 from shared.consumer import subscribe
 from shared.contracts import ContactMessage
-from shared.contracts.crm import ContactOptedOut, ContactUpserted
+from shared.contracts.contacts import ContactOptedOut, ContactUpserted
 from shared.db import in_transaction
 from shared.service import ServiceContext
 from shared.topics import CRM_CONTACTS

@@ -6,7 +6,7 @@ from services.mass_mailer import storage
 from services.mass_mailer.gateway import Gateway
 from shared.consumer import subscribe
 from shared.contracts import ContactMessage
-from shared.contracts.crm import ContactOptedOut, ContactUpserted
+from shared.contracts.contacts import ContactOptedOut, ContactUpserted
 from shared.contracts.mail import OutboundEmail
 from shared.db import in_transaction
 from shared.service import ServiceContext

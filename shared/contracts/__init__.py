@@ -5,14 +5,13 @@ Evolving a contract: add optional fields within a version; anything else is a ne
 """
 
 from shared.contracts.base import Message
-from shared.contracts.crm import (
+from shared.contracts.contacts import (
     ContactMessage,
     ContactOptedOut,
     ContactUpserted,
-    MassEventChanged,
-    RegistrationChanged,
     TargetGroupMembership,
 )
+from shared.contracts.events import MassEventChanged, RegistrationChanged
 from shared.contracts.helpdesk import TicketEvent
 from shared.contracts.mail import (
     Attachment,

@@ -10,6 +10,8 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_TEXT = 10_000  # generous cap for free-text fields arriving from outside
+ShortText = Annotated[str, Field(max_length=500)]
+CrmId = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,6 @@ class Attachment(BaseModel):
     content_b64: Annotated[str, Field(max_length=7_000_000)]
     inline_cid: Annotated[str, Field(max_length=255)] | None = None
 
-
     @field_validator("content_b64")
     @classmethod
     def _is_base64(cls, value: str) -> str:

@@ -12,6 +12,7 @@ from services.mail_scanner.models import TABLES as SCANNER_TABLES
 from services.mass_mailer.models import TABLES as MAILER_TABLES
 from shared.apikeys import ApiKey
 from shared.db import get_engine, migrate
+from shared.outbox import OutboxEvent
 
 SERVICE_TABLES = {
     "mass_mailer": MAILER_TABLES,
@@ -26,7 +27,7 @@ def test_migrations_match_the_models(db_url, service):
     migrate(service, db_url)  # idempotent
     engine = get_engine(db_url)
     metadata = MetaData()
-    for table in (*SERVICE_TABLES[service], ApiKey.__table__):
+    for table in (*SERVICE_TABLES[service], ApiKey.__table__, OutboxEvent.__table__):
         table.to_metadata(metadata)
     with engine.connect() as connection:
         context = MigrationContext.configure(

@@ -1,0 +1,149 @@
+"""Transactional outbox: events are written in the same database transaction as the change they
+describe, and a relay publishes them to Kafka afterwards.
+
+A crash between the commit and Kafka therefore cannot lose an event. A crash between publishing
+and marking a row published can repeat it; every payload carries a ``message_id`` that stays the
+same on repeats, so consumers recognise it (the contracts' consumers deduplicate on it).
+Several relays (instances) share the table safely: each claims a batch with one conditional
+UPDATE (lease), publishes it in id order, then deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
+from sqlalchemy import JSON, Column, Text, and_, delete, or_, select, update
+from sqlmodel import Field, Session, SQLModel, col
+
+from shared.db import in_transaction
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxEvent(SQLModel, table=True):
+    __tablename__ = "outbox_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(max_length=255)
+    key: str | None = Field(default=None, max_length=500)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=_now)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = None
+
+
+def enqueue(
+    session: Session,
+    topic: str,
+    payload: BaseModel | Mapping[str, Any],
+    *,
+    key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> OutboxEvent:
+    """Add an event to the current transaction; ``topic`` is the logical name (no prefix)."""
+    body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    row = OutboxEvent(topic=topic, key=key, payload=body, headers=dict(headers or {}))
+    session.add(row)
+    return row
+
+
+def claim_batch(session: Session, token: str, limit: int, lease_s: float) -> list[OutboxEvent]:
+    """Claim the oldest pending events, unless another relay holds a live claim: one relay
+    publishes at a time, so events keep their order (per key and overall)."""
+    moment = _now()
+    free = or_(col(OutboxEvent.claimed_until).is_(None), col(OutboxEvent.claimed_until) < moment)
+    busy = select(OutboxEvent.id).where(
+        col(OutboxEvent.claimed_until) >= moment, col(OutboxEvent.claimed_by) != token
+    )
+    if session.execute(busy.limit(1)).first() is not None:
+        return []
+    candidates = select(OutboxEvent.id).where(free).order_by(col(OutboxEvent.id)).limit(limit)
+    ids = [row_id for (row_id,) in session.execute(candidates).all()]
+    if not ids:
+        return []
+    session.execute(
+        update(OutboxEvent)
+        .where(and_(col(OutboxEvent.id).in_(ids), free))
+        .values(claimed_by=token, claimed_until=moment + timedelta(seconds=lease_s))
+    )
+    query = select(OutboxEvent).where(col(OutboxEvent.claimed_by) == token).order_by(col(OutboxEvent.id))
+    return list(session.execute(query).scalars().all())
+
+
+def remove(session: Session, ids: list[int]) -> None:
+    session.execute(delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids)))
+
+
+class OutboxRelay:
+    """Background task of a service: publishes pending outbox rows. ``wake()`` after a commit
+    that enqueued events makes it publish at once instead of at the next poll."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: Settings,
+        database_url: str,
+        *,
+        poll_s: float = 0.5,
+        batch: int = 500,
+        lease_s: float = 30.0,
+    ) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.database_url = database_url
+        self.poll_s = poll_s
+        self.batch = batch
+        self.lease_s = lease_s
+        self.instance = uuid.uuid4().hex[:12]
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish what is pending now; returns how many events went out."""
+        token = f"{self.instance}:{uuid.uuid4().hex[:8]}"
+        rows = await in_transaction(self.database_url, claim_batch, token, self.batch, self.lease_s)
+        if not rows:
+            return 0
+        published: list[int] = []
+        try:
+            for row in rows:
+                await self.broker.publish(
+                    row.payload.encode(),
+                    self.settings.topic(row.topic),
+                    key=row.key.encode() if row.key else None,
+                    headers={"content-type": "application/json", **row.headers},
+                )
+                published.append(row.id)  # type: ignore[arg-type]
+        finally:
+            if published:
+                await in_transaction(self.database_url, remove, published)
+        return len(published)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                while await self.publish_pending() == self.batch:
+                    pass
+            except Exception:
+                log.exception("outbox relay: publishing failed; will retry")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
