@@ -95,7 +95,7 @@ def alembic_config(stream: str, url: str) -> Config:
 MIGRATION_LOCK_ID = 0x6D61696C  # PostgreSQL advisory lock key shared by every replica
 
 
-def migrate(service: str, url: str, revision: str = "head") -> None:
+def migrate(service: str, url: str, revision: str = "heads") -> None:
     """Bring the shared tables and ``service``'s tables up to ``revision`` (idempotent).
 
     On PostgreSQL an advisory lock serialises replicas that start at the same moment.
@@ -103,13 +103,13 @@ def migrate(service: str, url: str, revision: str = "head") -> None:
     engine = get_engine(url)
     if engine.dialect.name != "postgresql":
         for stream in ("shared", service):
-            command.upgrade(alembic_config(stream, url), revision if stream == service else "head")
+            command.upgrade(alembic_config(stream, url), revision if stream == service else "heads")
         return
     with engine.connect() as lock_connection:
         lock_connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         try:
             for stream in ("shared", service):
-                command.upgrade(alembic_config(stream, url), revision if stream == service else "head")
+                command.upgrade(alembic_config(stream, url), revision if stream == service else "heads")
         finally:
             lock_connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_ID})
             lock_connection.commit()

@@ -10,6 +10,7 @@
 | mail.outbound.bulk | mass_mailer (planner) | mass_mailer (senders) | BulkBatch |
 | mail.delivery-events | mass_mailer (gateway) | mass_mailer, event_triggers, mail_scanner | DeliveryEvent |
 | helpdesk.ticket-events | mail_scanner | CRM, anyone | TicketEvent |
+| mail.templates | mass_mailer | event_triggers, mail_scanner | TemplateChanged (compacted catalogue) |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ MAIL_OUTBOUND_TRANSACTIONAL = "mail.outbound.transactional"
 MAIL_OUTBOUND_BULK = "mail.outbound.bulk"
 MAIL_DELIVERY_EVENTS = "mail.delivery-events"
 HELPDESK_TICKET_EVENTS = "helpdesk.ticket-events"
+MAIL_TEMPLATES = "mail.templates"
 
 ALL_TOPICS = (
     CRM_CONTACTS,
@@ -32,6 +34,7 @@ ALL_TOPICS = (
     MAIL_OUTBOUND_BULK,
     MAIL_DELIVERY_EVENTS,
     HELPDESK_TICKET_EVENTS,
+    MAIL_TEMPLATES,
 )
 
 # Topics some service of ours consumes: each has a dead-letter twin.

@@ -45,5 +45,3 @@ class DeliveryRecord(SQLModel, table=True):
     smtp_code: int | None = None
     occurred_at: datetime
 
-
-TABLES = (MassEvent.__table__, DeliveryRecord.__table__)

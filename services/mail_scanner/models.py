@@ -21,5 +21,3 @@ class Requester(SQLModel, table=True):
     name: str = Field(default="", max_length=1_001)
     updated_at: datetime = Field(default_factory=_now)
 
-
-TABLES = (Requester.__table__,)

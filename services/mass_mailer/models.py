@@ -114,11 +114,3 @@ class Suppression(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=2_000)
     created_at: datetime = Field(default_factory=_now)
 
-
-TABLES = (
-    Contact.__table__,
-    OutboundMessage.__table__,
-    SenderIdentity.__table__,
-    DkimKeyRecord.__table__,
-    Suppression.__table__,
-)

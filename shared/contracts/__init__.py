@@ -21,6 +21,7 @@ from shared.contracts.mail import (
     DeliveryStatus,
     OutboundEmail,
 )
+from shared.contracts.templates import TemplateChanged
 
 __all__ = [
     "Attachment",
@@ -36,5 +37,6 @@ __all__ = [
     "OutboundEmail",
     "RegistrationChanged",
     "TargetGroupMembership",
+    "TemplateChanged",
     "TicketEvent",
 ]
