@@ -44,4 +44,3 @@ class DeliveryRecord(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=2_000)
     smtp_code: int | None = None
     occurred_at: datetime
-

@@ -20,4 +20,3 @@ class Requester(SQLModel, table=True):
     email: str | None = Field(default=None, index=True, max_length=320)
     name: str = Field(default="", max_length=1_001)
     updated_at: datetime = Field(default_factory=_now)
-

@@ -113,4 +113,3 @@ class Suppression(SQLModel, table=True):
     reason: str = Field(max_length=20)
     detail: str | None = Field(default=None, max_length=2_000)
     created_at: datetime = Field(default_factory=_now)
-
