@@ -177,12 +177,21 @@ class Gateway:
             await self.finish(row, changes, last_error="no deliverable recipient left")
             return
 
+        if request.template_id is not None:
+            try:
+                request = await self.render_template(request)
+            except PermanentError as exc:
+                failed = {r: ["failed", str(exc)] for r in pending}
+                await self.finish(row, {**changes, **failed}, last_error=str(exc))
+                return
         sender = await self.sender(request.sender_identity)
         if sender is None:
             reason = f"unknown sender identity {request.sender_identity!r}"
             await self.finish(row, {**changes, **{r: ["failed", reason] for r in pending}}, last_error=reason)
             return
-        message_id = row.message_id_header or new_message_id(self.settings.mail_domain)
+        message_id = (
+            row.message_id_header or request.message_id_header or new_message_id(self.settings.mail_domain)
+        )
         try:
             message = compose(draft_from_request(request, sender, message_id), self.settings.mail_domain)
         except (CompositionError, PermanentError) as exc:
@@ -283,6 +292,33 @@ class Gateway:
 
     async def db(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
         return await in_transaction(self.context.database_url, work, *args, **kwargs)
+
+    async def render_template(self, request: OutboundEmail) -> OutboundEmail:
+        """Fill subject/html/text from the template's current version and the merge data."""
+        from services.mass_mailer.templates.store import current_version
+
+        template_id = request.template_id or ""
+        if not template_id.isdigit():
+            raise PermanentError(f"template id {template_id!r} is not a number")
+        compiled = await self.db(current_version, int(template_id))
+        if compiled is None:
+            raise PermanentError(f"template {template_id} does not exist or is not active")
+        data = dict(request.merge_data)
+        contact, links = data.pop("contact", {}), data.pop("links", {})
+        if not isinstance(contact, dict) or not isinstance(links, dict):
+            raise PermanentError("merge_data.contact and merge_data.links must be objects")
+        try:
+            rendered = compiled.render(contact=contact, links=links, extra=data)
+        except Exception as exc:  # a template error must fail this mail, not the consumer
+            raise PermanentError(f"template {template_id} failed to render: {exc}") from exc
+        return request.model_copy(
+            update={
+                "subject": request.subject or rendered.subject,
+                "html": rendered.html,
+                "text": rendered.text,
+                "sender_identity": request.sender_identity or compiled.sender_identity,
+            }
+        )
 
     async def sender(self, ref: str | None) -> ResolvedSender | None:
         cached = self.senders.get(ref)

