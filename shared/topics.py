@@ -11,6 +11,7 @@
 | mail.delivery-events | mass_mailer (gateway) | mass_mailer, event_triggers, mail_scanner | DeliveryEvent |
 | helpdesk.ticket-events | mail_scanner | CRM, anyone | TicketEvent |
 | mail.templates | mass_mailer | event_triggers, mail_scanner | TemplateChanged (compacted catalogue) |
+| events.gdpr-deletions | event_triggers | the CRM | FormAnswersDeleted |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ MAIL_OUTBOUND_BULK = "mail.outbound.bulk"
 MAIL_DELIVERY_EVENTS = "mail.delivery-events"
 HELPDESK_TICKET_EVENTS = "helpdesk.ticket-events"
 MAIL_TEMPLATES = "mail.templates"
+EVENTS_GDPR_DELETIONS = "events.gdpr-deletions"
 
 ALL_TOPICS = (
     CRM_CONTACTS,
@@ -35,10 +37,11 @@ ALL_TOPICS = (
     MAIL_DELIVERY_EVENTS,
     HELPDESK_TICKET_EVENTS,
     MAIL_TEMPLATES,
+    EVENTS_GDPR_DELETIONS,
 )
 
 # Topics some service of ours consumes: each has a dead-letter twin.
-CONSUMED_TOPICS = tuple(t for t in ALL_TOPICS if t != HELPDESK_TICKET_EVENTS)
+CONSUMED_TOPICS = tuple(t for t in ALL_TOPICS if t not in (HELPDESK_TICKET_EVENTS, EVENTS_GDPR_DELETIONS))
 
 DLQ_SUFFIX = ".dlq"
 

@@ -35,7 +35,6 @@ DATA_DIR = "/var/lib/mailsvc"
 # Variables read by deploy/entrypoint.sh only, not by the application (so not Settings fields).
 ENTRYPOINT_ONLY_ENV = {"MAILSVC_MIGRATE_ON_START"}
 # Topics nobody in mailsvc consumes, hence without a dead-letter twin.
-PRODUCED_ONLY_TOPICS = {topics.HELPDESK_TICKET_EVENTS}
 # Settings every deployment has to provide (the rest have usable defaults).
 REQUIRED_ENV = {
     "MAILSVC_KAFKA_BOOTSTRAP",
@@ -285,8 +284,7 @@ def test_compose_topics_match_shared_topics(compose):
     init = compose["services"]["kafka-init"]
     env = env_dict(init["environment"])
     created = env["TOPICS"].split()
-    consumed = [t for t in topics.ALL_TOPICS if t not in PRODUCED_ONLY_TOPICS]
-    expected = [*topics.ALL_TOPICS, *(topics.dlq(t) for t in consumed)]
+    expected = [*topics.ALL_TOPICS, *(topics.dlq(t) for t in topics.CONSUMED_TOPICS)]
     assert len(created) == len(set(created)), "duplicate topic"
     assert sorted(created) == sorted(expected)
     # ...and the job really creates what TOPICS lists.

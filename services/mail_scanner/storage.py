@@ -7,17 +7,23 @@ from datetime import UTC, datetime
 from sqlmodel import Session, select
 
 from services.mail_scanner.models import Requester
-from shared.contracts import ContactOptedOut, ContactUpserted
+from shared.contracts import ContactErased, ContactOptedOut, ContactUpserted
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def save_requester(session: Session, message: ContactUpserted | ContactOptedOut) -> bool:
-    """Keep the requester directory in step with the CRM (opt-outs do not matter here)."""
+def save_requester(session: Session, message: ContactUpserted | ContactOptedOut | ContactErased) -> bool:
+    """Keep the requester directory in step with the CRM (opt-outs do not matter here; a GDPR
+    erase removes the entry)."""
     if isinstance(message, ContactOptedOut):
         return False
+    if isinstance(message, ContactErased):
+        row = session.get(Requester, message.contact_id)
+        if row is not None:
+            session.delete(row)
+        return row is not None
     row = session.get(Requester, message.contact_id)
     if row is not None and _aware(message.occurred_at) < _aware(row.updated_at):
         return False

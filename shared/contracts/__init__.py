@@ -6,6 +6,7 @@ Evolving a contract: add optional fields within a version; anything else is a ne
 
 from shared.contracts.base import Message
 from shared.contracts.contacts import (
+    ContactErased,
     ContactMessage,
     ContactOptedOut,
     ContactUpserted,
@@ -27,6 +28,7 @@ __all__ = [
     "Attachment",
     "BulkBatch",
     "BulkRecipient",
+    "ContactErased",
     "ContactMessage",
     "ContactOptedOut",
     "ContactUpserted",

@@ -26,7 +26,14 @@ class ContactOptedOut(Message):
     reason: Annotated[str, Field(max_length=MAX_TEXT)] | None = None
 
 
-ContactMessage = Annotated[ContactUpserted | ContactOptedOut, Field(discriminator="kind")]
+class ContactErased(Message):
+    """GDPR erase request: remove the contact's personal data (statistics stay, anonymised)."""
+
+    kind: Literal["contact.erased"] = "contact.erased"
+    contact_id: CrmId
+
+
+ContactMessage = Annotated[ContactUpserted | ContactOptedOut | ContactErased, Field(discriminator="kind")]
 
 
 class TargetGroupMembership(Message):

@@ -17,7 +17,9 @@ CORPUS_SAMPLE = (
 )
 
 
-def mailsvc(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def mailsvc(
+    *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args],
         env={**os.environ, **env},
@@ -34,7 +36,15 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_help_everywhere(cli_env):
-    for command in ([], ["dev"], ["migrate"], ["parse"], ["send-test"], ["dkim", "keygen"], ["apikey", "create"]):
+    for command in (
+        [],
+        ["dev"],
+        ["migrate"],
+        ["parse"],
+        ["send-test"],
+        ["dkim", "keygen"],
+        ["apikey", "create"],
+    ):
         result = mailsvc(*command, "--help", env=cli_env)
         assert result.returncode == 0, result.stderr
         assert b"Usage" in result.stdout
@@ -55,13 +65,17 @@ def test_migrate_creates_every_service_database(cli_env, tmp_path):
     result = mailsvc("migrate", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "var").glob("*.db")) == [
-        "event_triggers.db", "mail_scanner.db", "mass_mailer.db",
+        "event_triggers.db",
+        "mail_scanner.db",
+        "mass_mailer.db",
     ]
 
 
 @pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
 def test_keygen_then_signed_send_verifies(cli_env, tmp_path, smtp_sink, algorithm):
-    keygen = mailsvc("dkim", "keygen", "--domain", "example.com", "--selector", "s1", "--algorithm", algorithm, env=cli_env)
+    keygen = mailsvc(
+        "dkim", "keygen", "--domain", "example.com", "--selector", "s1", "--algorithm", algorithm, env=cli_env
+    )
     assert keygen.returncode == 0, keygen.stderr
     name, _, rest = keygen.stdout.decode().partition(" IN TXT ")
     assert name == "s1._domainkey.example.com."
@@ -71,8 +85,20 @@ def test_keygen_then_signed_send_verifies(cli_env, tmp_path, smtp_sink, algorith
 
     env = {**cli_env, "MAILSVC_SMTP_HOST": smtp_sink.host, "MAILSVC_SMTP_PORT": str(smtp_sink.port)}
     sent = mailsvc(
-        "send-test", "--to", "rcpt@example.org", "--from", "news@example.com", "--subject", "Grüße",
-        "--dkim-key", str(key_file), "--dkim-domain", "example.com", "--dkim-selector", "s1", env=env,
+        "send-test",
+        "--to",
+        "rcpt@example.org",
+        "--from",
+        "news@example.com",
+        "--subject",
+        "Grüße",
+        "--dkim-key",
+        str(key_file),
+        "--dkim-domain",
+        "example.com",
+        "--dkim-selector",
+        "s1",
+        env=env,
     )
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["outcome"] == "sent"
@@ -82,7 +108,11 @@ def test_keygen_then_signed_send_verifies(cli_env, tmp_path, smtp_sink, algorith
         return record if name == b"s1._domainkey.example.com." else b""
 
     assert dkim.verify(raw, dnsfunc=dns)
-    tampered = raw.replace("Grüße".encode(), b"x") if "Grüße".encode() in raw else raw.replace(b"test message", b"TEST message")
+    tampered = (
+        raw.replace("Grüße".encode(), b"x")
+        if "Grüße".encode() in raw
+        else raw.replace(b"test message", b"TEST message")
+    )
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
@@ -94,7 +124,9 @@ def test_send_test_reports_a_refusing_relay(cli_env, smtp_sink):
     result = mailsvc("send-test", "--to", "rcpt@example.org", env=env)
     assert result.returncode == 1
     summary = json.loads(result.stdout)
-    assert summary["outcome"] == "permanent" and summary["code"] == 550 and summary["enhanced_code"] == "5.7.1"
+    assert (
+        summary["outcome"] == "permanent" and summary["code"] == 550 and summary["enhanced_code"] == "5.7.1"
+    )
 
 
 def test_keygen_rejects_bad_names(cli_env):
@@ -117,14 +149,24 @@ def test_stored_key_and_identity_are_used_by_send_test(cli_env, tmp_path, smtp_s
     url = Settings(data_dir=tmp_path / "var").service_database_url("mass_mailer")
     migrate("mass_mailer", url)
     with session_scope(url) as session:
-        session.add(SenderIdentity(name="Desk", email="desk@example.com", display_name="Help Desk",
-                                   relay_host=smtp_sink.host, relay_port=smtp_sink.port, relay_tls="none",
-                                   dkim_domain="example.com"))
+        session.add(
+            SenderIdentity(
+                name="Desk",
+                email="desk@example.com",
+                display_name="Help Desk",
+                relay_host=smtp_sink.host,
+                relay_port=smtp_sink.port,
+                relay_tls="none",
+                dkim_domain="example.com",
+            )
+        )
     sent = mailsvc("send-test", "--to", "rcpt@example.org", "--identity", "Desk", env=env)
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["signed_by"] == ["rsa:db1._domainkey.example.com"]
     raw = smtp_sink.wait_for(1)[0].data
-    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record if name == b"db1._domainkey.example.com." else b"")
+    assert dkim.verify(
+        raw, dnsfunc=lambda name, timeout=5: record if name == b"db1._domainkey.example.com." else b""
+    )
     assert b"From: Help Desk <desk@example.com>" in raw
     unknown = mailsvc("send-test", "--to", "rcpt@example.org", "--identity", "Nope", env=env)
     assert unknown.returncode == 2 and b"no sender identity" in unknown.stderr

@@ -45,8 +45,11 @@ async def wait_accepted(sink, count: int) -> list:
 async def test_identity_mail_is_dual_signed_threaded_and_reported(settings, kafka_broker, smtp_sink):
     async with running(create_mailer, settings) as client:
         for selector, algorithm in (("rsa1", "rsa"), ("ed1", "ed25519")):
-            reply = await client.post("/v1/dkim-keys", headers=AUTH,
-                                      json={"domain": "example.com", "selector": selector, "algorithm": algorithm})
+            reply = await client.post(
+                "/v1/dkim-keys",
+                headers=AUTH,
+                json={"domain": "example.com", "selector": selector, "algorithm": algorithm},
+            )
             assert reply.status_code == 201, reply.text
         identity = {
             "name": "Support", "email": "support@example.com", "display_name": "Support Team",
@@ -55,9 +58,17 @@ async def test_identity_mail_is_dual_signed_threaded_and_reported(settings, kafk
         }  # fmt: skip
         created = await client.post("/v1/sender-identities", headers=AUTH, json=identity)
         assert created.status_code == 201, created.text
-        records = (await client.get(f"/v1/sender-identities/{created.json()['id']}/dns-records", headers=AUTH)).json()
-        await send(client, correlation_id="c-signed", sender_identity="Support", subject="Re: [TT1042] Drucker",
-                   in_reply_to="<orig@customer.example>", references=["<orig@customer.example>"])
+        records = (
+            await client.get(f"/v1/sender-identities/{created.json()['id']}/dns-records", headers=AUTH)
+        ).json()
+        await send(
+            client,
+            correlation_id="c-signed",
+            sender_identity="Support",
+            subject="Re: [TT1042] Drucker",
+            in_reply_to="<orig@customer.example>",
+            references=["<orig@customer.example>"],
+        )
         message = (await wait_accepted(smtp_sink, 1))[0]
         events = await events_for(settings, kafka_broker, 1)
 
@@ -77,7 +88,9 @@ async def test_identity_mail_is_dual_signed_threaded_and_reported(settings, kafk
 
 async def test_suppressed_address_gets_no_smtp_attempt(settings, kafka_broker, smtp_sink):
     async with running(create_mailer, settings) as client:
-        reply = await client.post("/v1/suppressions", headers=AUTH, json={"email": "Gone@Example.org", "reason": "bounced"})
+        reply = await client.post(
+            "/v1/suppressions", headers=AUTH, json={"email": "Gone@Example.org", "reason": "bounced"}
+        )
         assert reply.status_code == 201
         await send(client, correlation_id="c-suppressed", to=["gone@example.org"])
         events = await events_for(settings, kafka_broker, 1)
@@ -115,7 +128,11 @@ async def test_550_fails_permanently_without_retry(settings, kafka_broker, smtp_
         await send(client, correlation_id="c-550")
         events = await events_for(settings, kafka_broker, 1)
         await asyncio.sleep(1.0)  # a retry would have happened by now
-    assert (events[0]["status"], events[0]["smtp_code"], events[0]["enhanced_code"]) == ("failed", 550, "5.1.1")
+    assert (events[0]["status"], events[0]["smtp_code"], events[0]["enhanced_code"]) == (
+        "failed",
+        550,
+        "5.1.1",
+    )
     assert len(smtp_sink.messages) == 1
 
 
@@ -160,7 +177,9 @@ async def test_a_recipient_refused_with_4xx_is_retried_alone(settings, kafka_bro
         events = await events_for(settings, kafka_broker, 3)
     assert [m.rcpt_tos for m in smtp_sink.accepted] == [("ok@example.org",), ("busy@example.org",)]
     assert sorted((e["recipient"], e["status"]) for e in events) == [
-        ("busy@example.org", "deferred"), ("busy@example.org", "sent"), ("ok@example.org", "sent"),
+        ("busy@example.org", "deferred"),
+        ("busy@example.org", "sent"),
+        ("ok@example.org", "sent"),
     ]
 
 
@@ -169,3 +188,41 @@ async def test_a_given_message_id_header_is_used(settings, kafka_broker, smtp_si
         await send(client, correlation_id="c-msgid", message_id_header="<ticket.1042.abc@help.example.com>")
         message = (await wait_accepted(smtp_sink, 1))[0]
     assert str(message.message["Message-ID"]) == "<ticket.1042.abc@help.example.com>"
+
+
+async def test_template_mail_is_rendered_from_merge_data(settings, kafka_broker, smtp_sink):
+    design = {
+        "tagName": "mjml",
+        "children": [{"tagName": "mj-body", "children": [{"tagName": "mj-section", "children": [
+            {"tagName": "mj-column", "children": [
+                {"tagName": "mj-text", "content": "Hello {{ contact.first_name | default('guest') }}, see you at {{ event.name }}."},
+                {"tagName": "mj-button", "attributes": {"href": "{{ links.calendar }}"}, "content": "Add to calendar"},
+            ]},
+        ]}]}],
+    }  # fmt: skip
+    async with running(create_mailer, settings) as client:
+        created = await client.post(
+            "/v1/templates",
+            headers=AUTH,
+            json={"name": "confirmation", "subject": "Welcome {{ contact.first_name }}", "design": design},
+        )
+        assert created.status_code == 201, created.text
+        template_id = created.json()["id"]
+        await send(
+            client, correlation_id="c-template", subject="", text=None, template_id=str(template_id),
+            merge_data={"contact": {"first_name": "Zoë <b>"}, "event": {"name": "PyCon"},
+                        "links": {"calendar": "https://events.example.com/cal/1.ics"}},
+        )  # fmt: skip
+        await send(client, correlation_id="c-no-template", text=None, template_id="999999")
+        message = (await wait_accepted(smtp_sink, 1))[0]
+        events = await events_for(settings, kafka_broker, 2)
+    parsed = message.message
+    assert str(parsed["Subject"]) == "Welcome Zoë <b>"
+    html = parsed.get_body(("html",)).get_content()
+    assert "Hello Zoë &lt;b&gt;, see you at PyCon." in html and "https://events.example.com/cal/1.ics" in html
+    assert "Hello Zoë <b>, see you at PyCon." in parsed.get_body(("plain",)).get_content()
+    by_id = {e["correlation_id"]: e for e in events}
+    assert by_id["c-template"]["status"] == "sent"
+    assert (
+        by_id["c-no-template"]["status"] == "failed" and "does not exist" in by_id["c-no-template"]["reason"]
+    )

@@ -23,7 +23,15 @@ TOTAL = 200
 
 def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.mass_mailer.app:app", "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "faststream",
+            "run",
+            "services.mass_mailer.app:app",
+            "--port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -34,7 +42,9 @@ def slow_acceptance(_message) -> None:
     time.sleep(0.01)  # a relay that takes 10 ms per message, so the kill lands mid-stream
 
 
-async def test_kill_9_mid_stream_loses_nothing_and_sends_nothing_twice(kafka_broker, unique, smtp_sink, tmp_path):
+async def test_kill_9_mid_stream_loses_nothing_and_sends_nothing_twice(
+    kafka_broker, unique, smtp_sink, tmp_path
+):
     smtp_sink.hook = slow_acceptance
     env = {
         **os.environ,
@@ -59,7 +69,12 @@ async def test_kill_9_mid_stream_loses_nothing_and_sends_nothing_twice(kafka_bro
             kafka_broker.bootstrap,
             settings.topic("mail.outbound.transactional"),
             [
-                {"correlation_id": f"cid-{i}", "to": ["rcpt@example.org"], "subject": f"msg cid-{i}", "text": "x"}
+                {
+                    "correlation_id": f"cid-{i}",
+                    "to": ["rcpt@example.org"],
+                    "subject": f"msg cid-{i}",
+                    "text": "x",
+                }
                 for i in range(TOTAL)
             ],
         )
@@ -80,7 +95,9 @@ async def test_kill_9_mid_stream_loses_nothing_and_sends_nothing_twice(kafka_bro
             assert time.monotonic() < deadline, f"only {len(smtp_sink.messages)} of {TOTAL} arrived"
             await asyncio.sleep(0.2)
         await asyncio.sleep(3)  # time for a duplicate to show up, if there were one
-        events = await consume(kafka_broker.bootstrap, settings.topic("mail.delivery-events"), TOTAL, timeout=60)
+        events = await consume(
+            kafka_broker.bootstrap, settings.topic("mail.delivery-events"), TOTAL, timeout=60
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)

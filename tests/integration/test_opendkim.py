@@ -90,10 +90,14 @@ def verify_all(tmp_path: Path, records: dict[str, str], messages: dict[str, byte
         paths[name] = tmp_path / f"{name}.eml"
         paths[name].write_bytes(raw)
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"records": records, "messages": [str(p) for p in paths.values()], "testmsg": TESTMSG}))
+    spec.write_text(
+        json.dumps({"records": records, "messages": [str(p) for p in paths.values()], "testmsg": TESTMSG})
+    )
     done = subprocess.run(
         ["unshare", "-m", "-n", "--", sys.executable, __file__, str(spec)],
-        capture_output=True, timeout=120, check=False,
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()
     return dict(zip(messages, json.loads(done.stdout), strict=True))
@@ -113,7 +117,10 @@ def results(tmp_path_factory) -> dict[str, dict]:
         subject="Grüße aus Köln: a subject long enough to be folded over several header lines " * 2,
         text="Hallo,\n\nthis   is the text part with trailing spaces   \n\tand a tab.\n\n\n",
         html="<p>Hallo <b>Welt</b> — ñandú</p>\n" * 200,
-        headers={"List-Unsubscribe": f"<https://{DOMAIN}/u/abc>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        headers={
+            "List-Unsubscribe": f"<https://{DOMAIN}/u/abc>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )
     raw = compose(draft, DOMAIN).as_bytes()
     signers = {"rsa": DkimSigner([rsa]), "ed25519": DkimSigner([ed]), "dual": DkimSigner([rsa, ed])}
@@ -134,15 +141,26 @@ def results(tmp_path_factory) -> dict[str, dict]:
     date = b"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n"
     messages["empty-body"] = signers["dual"].sign(b"From: a@example.com\r\n" + date + b"\r\n")
     messages["8bit-folded-trailing-lines"] = signers["dual"].sign(
-        b"From: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\n" + date
+        b"From: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\n"
+        + date
         + "Subject:  Grüße,\r\n\t  ñandú  \r\n".encode()
-        + b"To: " + b",\r\n ".join(b"r%d@example.org" % i for i in range(30)) + b"\r\n"
+        + b"To: "
+        + b",\r\n ".join(b"r%d@example.org" % i for i in range(30))
+        + b"\r\n"
         + "\r\nZeile mit   Leerzeichen \t \r\n\r\nÄ\r\n\r\n\r\n".encode()
     )
     return verify_all(tmp_path_factory.mktemp("opendkim"), records, messages)
 
 
-PASSING = ["rsa", "ed25519", "dual", "dual-rsa-half", "dual-ed25519-half", "empty-body", "8bit-folded-trailing-lines"]
+PASSING = [
+    "rsa",
+    "ed25519",
+    "dual",
+    "dual-rsa-half",
+    "dual-ed25519-half",
+    "empty-body",
+    "8bit-folded-trailing-lines",
+]
 
 
 @pytest.mark.parametrize("name", PASSING)

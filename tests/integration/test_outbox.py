@@ -14,7 +14,9 @@ from shared.outbox import OutboxEvent, OutboxRelay, enqueue
 from tests.integration.harness import consume, service_settings
 
 
-async def test_committed_events_are_published_in_order_and_rolled_back_ones_never(kafka_broker, unique, tmp_path, db_url):
+async def test_committed_events_are_published_in_order_and_rolled_back_ones_never(
+    kafka_broker, unique, tmp_path, db_url
+):
     settings = service_settings(kafka_broker, unique, tmp_path, database_url=db_url)
     migrate("mail_scanner", db_url)
     with session_scope(db_url) as session:
@@ -27,7 +29,10 @@ async def test_committed_events_are_published_in_order_and_rolled_back_ones_neve
     broker = make_broker(settings)
     async with broker:
         await broker.start()
-        relays = [OutboxRelay(broker, settings, db_url, batch=2), OutboxRelay(broker, settings, db_url, batch=2)]
+        relays = [
+            OutboxRelay(broker, settings, db_url, batch=2),
+            OutboxRelay(broker, settings, db_url, batch=2),
+        ]
         sent = await asyncio.gather(*(r.publish_pending() for r in relays))
         while sum(sent) < 5:
             sent.append(await relays[0].publish_pending())

@@ -124,15 +124,26 @@ async def test_a_handler_that_raises_dead_letters_after_retries(kafka_broker, un
             raise RuntimeError("cannot handle poison")
         handled.append(message.contact_id)
 
-    subscribe(broker, settings, "crm.contacts", ContactMessage, on_contact, group=unique.id,
-              batch_size=batch_size, concurrency=4)
+    subscribe(
+        broker,
+        settings,
+        "crm.contacts",
+        ContactMessage,
+        on_contact,
+        group=unique.id,
+        batch_size=batch_size,
+        concurrency=4,
+    )
     await ensure_topics(settings)
     async with broker:
         await broker.start()
         await produce(
             kafka_broker.bootstrap,
             settings.topic("crm.contacts"),
-            [{"kind": "contact.upserted", "contact_id": "poison"}, {"kind": "contact.upserted", "contact_id": "next"}],
+            [
+                {"kind": "contact.upserted", "contact_id": "poison"},
+                {"kind": "contact.upserted", "contact_id": "next"},
+            ],
             key=b"same-partition",
         )
         await eventually(lambda: handled == ["next"], timeout=60)
@@ -144,8 +155,12 @@ async def test_a_handler_that_raises_dead_letters_after_retries(kafka_broker, un
     assert json.loads(dead[0].value)["contact_id"] == "poison"
 
 
-async def test_invalid_attachment_is_dead_lettered_and_the_next_mail_is_sent(kafka_broker, unique, smtp_sink, tmp_path):
-    settings = service_settings(kafka_broker, unique, tmp_path, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
+async def test_invalid_attachment_is_dead_lettered_and_the_next_mail_is_sent(
+    kafka_broker, unique, smtp_sink, tmp_path
+):
+    settings = service_settings(
+        kafka_broker, unique, tmp_path, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port
+    )
     topic = settings.topic("mail.outbound.transactional")
     bad = {
         "correlation_id": "bad-1",
@@ -160,3 +175,38 @@ async def test_invalid_attachment_is_dead_lettered_and_the_next_mail_is_sent(kaf
     dead = await consume(kafka_broker.bootstrap, settings.topic("mail.outbound.transactional.dlq"), 1)
     assert b"not valid base64" in dict(dead[0].headers)["x-dlq-reason"]
     assert [m.message["Subject"] for m in smtp_sink.accepted] == ["after poison"]
+
+
+async def test_gdpr_erase_on_crm_contacts_reaches_mailer_and_scanner(kafka_broker, unique, tmp_path):
+    settings = service_settings(kafka_broker, unique, tmp_path)
+    async with running(create_mailer, settings) as mailer, running(create_scanner, settings) as scanner:
+        topic = settings.topic("crm.contacts")
+        upsert = {
+            "kind": "contact.upserted",
+            "contact_id": "C9",
+            "email": "erase.me@example.org",
+            "first_name": "Eve",
+        }
+        await produce(kafka_broker.bootstrap, topic, [upsert], key=b"C9")
+
+        async def known() -> bool:
+            in_mailer = (await mailer.get("/v1/contacts/C9", headers=AUTH)).status_code
+            in_scanner = (
+                await scanner.get("/v1/requesters", params={"email": "erase.me@example.org"}, headers=AUTH)
+            ).status_code
+            return in_mailer == in_scanner == 200
+
+        await eventually(known)
+        await produce(
+            kafka_broker.bootstrap, topic, [{"kind": "contact.erased", "contact_id": "C9"}], key=b"C9"
+        )
+
+        async def gone() -> bool:
+            in_mailer = (await mailer.get("/v1/contacts/C9", headers=AUTH)).status_code
+            in_scanner = (
+                await scanner.get("/v1/requesters", params={"email": "erase.me@example.org"}, headers=AUTH)
+            ).status_code
+            return in_mailer == 404 and in_scanner == 404
+
+        await eventually(gone)
+    assert await consume(kafka_broker.bootstrap, settings.topic("crm.contacts.dlq"), 1, timeout=2) == []

@@ -34,8 +34,14 @@ def identity(**overrides):
         "email": "support@example.com",
         "display_name": "Example Support",
         "is_default": True,
-        "relay": {"host": "smtp.relay.example.net", "port": 587, "tls": "starttls", "auth": "plain",
-                  "username": "apiuser", "secret": RELAY_PASSWORD},
+        "relay": {
+            "host": "smtp.relay.example.net",
+            "port": 587,
+            "tls": "starttls",
+            "auth": "plain",
+            "username": "apiuser",
+            "secret": RELAY_PASSWORD,
+        },
         "dkim_domain": "example.com",
     }
     body.update(overrides)
@@ -63,7 +69,12 @@ def test_create_list_update_delete_and_secrets_never_come_back(api, db_url):
     assert api.patch(f"/v1/sender-identities/{second['id']}", json={"name": None}).status_code == 422
     assert api.delete(f"/v1/sender-identities/{second['id']}").status_code == 204
     assert api.get(f"/v1/sender-identities/{second['id']}").status_code == 404
-    assert api.post("/v1/sender-identities", headers={"X-API-Key": api.reader_key}, json=identity(name="x")).status_code == 403
+    assert (
+        api.post(
+            "/v1/sender-identities", headers={"X-API-Key": api.reader_key}, json=identity(name="x")
+        ).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,12 +94,17 @@ def test_hostile_or_incomplete_identities_are_rejected(api, bad):
 
 def test_dkim_keys_and_dns_records(api):
     rsa = api.post("/v1/dkim-keys", json={"domain": "Example.com", "selector": "s2026", "algorithm": "rsa"})
-    ed = api.post("/v1/dkim-keys", json={"domain": "example.com", "selector": "e2026", "algorithm": "ed25519"})
+    ed = api.post(
+        "/v1/dkim-keys", json={"domain": "example.com", "selector": "e2026", "algorithm": "ed25519"}
+    )
     assert rsa.status_code == ed.status_code == 201
     assert "PRIVATE" not in rsa.text and "private_key" not in rsa.json()
     assert rsa.json()["dns_record"]["name"] == "s2026._domainkey.example.com"
     assert api.post("/v1/dkim-keys", json={"domain": "example.com", "selector": "s2026"}).status_code == 409
-    assert api.post("/v1/dkim-keys", json={"domain": "example.com", "selector": "bad selector"}).status_code == 422
+    assert (
+        api.post("/v1/dkim-keys", json={"domain": "example.com", "selector": "bad selector"}).status_code
+        == 422
+    )
     too_long = "a" * 60 + ".example.com"
     assert api.post("/v1/dkim-keys", json={"domain": too_long, "selector": "s1"}).status_code == 422
 
@@ -101,4 +117,3 @@ def test_dkim_keys_and_dns_records(api):
     assert by_name["_dmarc.example.com"]["value"].startswith("v=DMARC1; p=none")
     listed = api.get("/v1/dkim-keys", params={"domain": "example.com"}).json()
     assert sorted(k["selector"] for k in listed) == ["e2026", "s2026"]
-

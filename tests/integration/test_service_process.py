@@ -57,7 +57,10 @@ def test_service_serves_ops_endpoints_and_stops_gracefully_on_sigterm(kafka_brok
         assert httpx.get(f"{base}/v1/contacts/x").status_code == 401
         assert httpx.get(f"{base}/v1/contacts/x", headers={"X-API-Key": API_KEY + "x"}).status_code == 401
         assert httpx.get(f"{base}/v1/contacts/x", headers=AUTH).status_code == 404
-        assert httpx.get(f"{base}/v1/contacts/x", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 404
+        assert (
+            httpx.get(f"{base}/v1/contacts/x", headers={"Authorization": f"Bearer {API_KEY}"}).status_code
+            == 404
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

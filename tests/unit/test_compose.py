@@ -132,7 +132,10 @@ def test_hostile_everything_gives_exactly_the_intended_headers_and_parts():
     msg = compose(
         draft(
             sender=MailAddress(email="noreply@example.com", name=evil),
-            to=[MailAddress(email="to@example.org", name=evil), MailAddress(email="zoë@bücher.example", name="Zoë")],
+            to=[
+                MailAddress(email="to@example.org", name=evil),
+                MailAddress(email="zoë@bücher.example", name="Zoë"),
+            ],
             cc=[MailAddress(email="cc@example.org", name="Ça va")],
             reply_to=MailAddress(email="help@example.com", name=evil),
             subject=evil * 100,
@@ -141,7 +144,9 @@ def test_hostile_everything_gives_exactly_the_intended_headers_and_parts():
             headers={"X-Campaign": evil, "X-Unicode": "日本語"},
             attachments=[
                 OutgoingAttachment(filename="../../etc/pass\x00wd\r\nX-Injected: 1", content=b"A" * 10),
-                OutgoingAttachment(filename="logo.png", content=b"\x89PNG", content_type="image/png", inline_cid="logo@x"),
+                OutgoingAttachment(
+                    filename="logo.png", content=b"\x89PNG", content_type="image/png", inline_cid="logo@x"
+                ),
             ],
         ),
         "example.com",
@@ -150,8 +155,19 @@ def test_hostile_everything_gives_exactly_the_intended_headers_and_parts():
     parsed = reparse(raw)
     top = sorted(k.lower() for k in parsed.keys())
     assert top == sorted(
-        ["from", "to", "cc", "reply-to", "subject", "date", "message-id", "x-campaign", "x-unicode",
-         "mime-version", "content-type"]
+        [
+            "from",
+            "to",
+            "cc",
+            "reply-to",
+            "subject",
+            "date",
+            "message-id",
+            "x-campaign",
+            "x-unicode",
+            "mime-version",
+            "content-type",
+        ]
     )
     assert parsed["Bcc"] is None
     for part in parsed.walk():
@@ -159,7 +175,12 @@ def test_hostile_everything_gives_exactly_the_intended_headers_and_parts():
     assert parsed["To"].addresses[1].domain == "xn--bcher-kva.example"
     structure = [p.get_content_type() for p in parsed.walk()]
     assert structure == [
-        "multipart/mixed", "multipart/alternative", "text/plain", "multipart/related", "text/html", "image/png",
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "multipart/related",
+        "text/html",
+        "image/png",
         "application/octet-stream",
     ]
     attachment = list(parsed.iter_attachments())[-1]

@@ -85,7 +85,10 @@ def composed_multipart() -> bytes:
         subject="Grüße aus Köln — ein Betreff, lang genug, um gefaltet zu werden " * 2,
         text="Hallo,\n\nText   mit  Leerzeichen \t \n" * 60 + "\n\n\n",
         html="<p>Hallo <b>Welt</b>  —  ñandú   </p>\n" * 250,
-        headers={"List-Unsubscribe": f"<https://{DOMAIN}/u/a>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        headers={
+            "List-Unsubscribe": f"<https://{DOMAIN}/u/a>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
         references=[f"<ref{i}.{'x' * 40}@example.org>" for i in range(6)],
         in_reply_to="<ref5@example.org>",
     )
@@ -96,12 +99,16 @@ CORPUS: dict[str, bytes] = {
     "composed-multipart-20k": composed_multipart(),
     "8bit-utf8": (
         "From: Jörg <j@example.com>\r\nTo: Zoë <z@example.org>\r\nSubject: Grüße — ñandú\r\n".encode()
-        + DATE + "\r\nÄrger über Öl, 東京\r\n".encode()
+        + DATE
+        + "\r\nÄrger über Öl, 東京\r\n".encode()
     ),
     "long-folded-headers": (
-        b"From: a@example.com\r\nTo: " + b",\r\n\t".join(b"Person %d <p%d@example.org>" % (i, i) for i in range(40))
-        + b"\r\nSubject: one  two\t\tthree\r\n   four \r\n\t five   \r\n" + DATE
-        + b"References: " + b"\r\n ".join(b"<%d.%s@example.org>" % (i, b"y" * 60) for i in range(12))
+        b"From: a@example.com\r\nTo: "
+        + b",\r\n\t".join(b"Person %d <p%d@example.org>" % (i, i) for i in range(40))
+        + b"\r\nSubject: one  two\t\tthree\r\n   four \r\n\t five   \r\n"
+        + DATE
+        + b"References: "
+        + b"\r\n ".join(b"<%d.%s@example.org>" % (i, b"y" * 60) for i in range(12))
         + b"\r\n\r\nbody\r\n"
     ),
     "whitespace-and-trailing-blank-lines": (
@@ -148,7 +155,9 @@ def random_message(rng: random.Random) -> bytes:
         return "".join(rng.choice(" \t") for _ in range(rng.choice([0, 0, 1, 1, 2, 5])))
 
     def text(words: int) -> str:
-        return ws().join(rng.choice(["a", "Wort", "ü", "x=3D", "<b>", "—"]) + rng.choice(["", " "]) for _ in range(words))
+        return ws().join(
+            rng.choice(["a", "Wort", "ü", "x=3D", "<b>", "—"]) + rng.choice(["", " "]) for _ in range(words)
+        )
 
     lines = []
     names = ["From", "To", "Cc", "Subject", "X-Tag", "Date", "Reply-To", "Content-Type"]
@@ -156,7 +165,9 @@ def random_message(rng: random.Random) -> bytes:
         value = text(rng.randint(0, 6))
         for _ in range(rng.randint(0, 2)):
             value += rng.choice(["\r\n ", "\r\n\t", "\r\n  "]) + text(rng.randint(1, 4))
-        lines.append(f"{rng.choice([name, name.lower(), name.upper()])}:{rng.choice(['', ' ', '  ', chr(9)])}{value}{ws()}")
+        lines.append(
+            f"{rng.choice([name, name.lower(), name.upper()])}:{rng.choice(['', ' ', '  ', chr(9)])}{value}{ws()}"
+        )
     body = [text(rng.randint(0, 12)) + ws() for _ in range(rng.randint(0, 30))]
     body += [ws() for _ in range(rng.randint(0, 4))]
     message = "\r\n".join(lines) + "\r\n\r\n" + "\r\n".join(body) + rng.choice(["", "\r\n", "\r\n\r\n"])
@@ -216,7 +227,11 @@ def test_dual_signature_both_verify_with_dkimpy(rsa_key, ed_key, order):
     singles = b"".join(DkimSigner([key]).signature_headers(message, timestamp=T) for key in pair)
     assert signed == singles + message
     tags = re.findall(rb"DKIM-Signature: v=1; a=([a-z0-9-]+);", signed)
-    assert tags == [b"rsa-sha256", b"ed25519-sha256"] if order == "rsa-first" else [b"ed25519-sha256", b"rsa-sha256"]
+    assert (
+        tags == [b"rsa-sha256", b"ed25519-sha256"]
+        if order == "rsa-first"
+        else [b"ed25519-sha256", b"rsa-sha256"]
+    )
     dns = dns_for(rsa_key, ed_key)
     assert verifies(signed, 0, dns) and verifies(signed, 1, dns)
 

@@ -7,7 +7,11 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_documented():
-    missing = [f"MAILSVC_{name.upper()}" for name in Settings.model_fields if f"`MAILSVC_{name.upper()}`" not in README]
+    missing = [
+        f"MAILSVC_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`MAILSVC_{name.upper()}`" not in README
+    ]
     assert missing == []
 
 

@@ -1,0 +1,1 @@
+"""The peer systems our benchmarks are compared against (see bench/compare.py)."""

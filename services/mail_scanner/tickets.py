@@ -1,0 +1,312 @@
+"""Tickets and comments: creation from mail, follow-ups, agent replies, status changes.
+
+Every change enqueues its ``helpdesk.ticket-events`` (and outbound mail) in the caller's
+transaction through the outbox.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from services.mail_scanner import references
+from services.mail_scanner.blobs import store_blob
+from services.mail_scanner.facts import MailFacts
+from services.mail_scanner.models import (
+    AutoAck,
+    Requester,
+    ScannerAccount,
+    ScannerSecret,
+    Ticket,
+    TicketComment,
+)
+from services.mail_scanner.rules import Decision
+from shared.contracts.helpdesk import TicketEvent
+from shared.contracts.mail import OutboundEmail
+from shared.outbox import enqueue
+from shared.secretbox import SecretBox
+from shared.topics import HELPDESK_TICKET_EVENTS, MAIL_OUTBOUND_TRANSACTIONAL
+
+if TYPE_CHECKING:
+    from services.mail_scanner.intake import Engine
+
+EVENT_NAMESPACE = uuid.UUID("2b0d8c8e-61a4-4d0e-bb2f-1d5f0b7c9e33")
+_VALID_MSGID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>$")
+MAX_BODY_CHARS = 1_000_000
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def signing_secret(session: Session, box: SecretBox) -> bytes:
+    """The Message-ID HMAC key: generated once, stored encrypted, shared by all instances."""
+    row = session.get(ScannerSecret, "message_id_hmac")
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    ScannerSecret(name="message_id_hmac", value_enc=box.encrypt(secrets.token_bytes(32)))
+                )
+        except IntegrityError:
+            pass
+        row = session.get(ScannerSecret, "message_id_hmac", populate_existing=True)
+    assert row is not None
+    return box.decrypt(row.value_enc)
+
+
+def emit(session: Session, ticket: Ticket, kind: str, comment_id: int | None = None, stamp: str = "") -> None:
+    event = TicketEvent(
+        message_id=uuid.uuid5(EVENT_NAMESPACE, f"{ticket.id}:{kind}:{comment_id}:{stamp}"),
+        kind=kind,  # type: ignore[arg-type]
+        ticket_number=ticket.number or "",
+        ticket_id=ticket.id or 0,
+        subject=ticket.subject[:2_000],
+        status=ticket.status,
+        requester=ticket.requester_email,
+        comment_id=comment_id,
+    )
+    enqueue(session, HELPDESK_TICKET_EVENTS, event, key=ticket.number)
+
+
+def find_ticket_for(session: Session, engine: Engine, facts: MailFacts) -> tuple[Ticket | None, str | None]:
+    """The ticket a mail follows up, and a note when a reference was not accepted."""
+    ticket_id = references.ticket_from_message_ids(
+        facts.references + facts.in_reply_to, engine.secret, engine.settings.mail_domain
+    )
+    if ticket_id is not None:
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is not None:
+            return ticket, None
+    if facts.ticket_number:
+        ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number.upper())).first()
+        if ticket is None:
+            ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number)).first()
+        if ticket is not None:
+            if facts.from_email == ticket.requester_email or facts.from_email in ticket.cc:
+                return ticket, None
+            return None, (
+                f"The mail refers to ticket {ticket.number}, but its sender is neither the requester "
+                "nor a CC address of that ticket, so a new ticket was opened."
+            )
+    return None, None
+
+
+def _attachments(session: Session, facts: MailFacts) -> list[dict[str, Any]]:
+    stored = []
+    for item in facts.attachments[:200]:
+        if item.content is not None and item.sha256:
+            store_blob(session, item.content, item.sha256)
+        stored.append(
+            {
+                "filename": item.filename,
+                "content_type": item.content_type,
+                "size": item.size,
+                "sha256": item.sha256,
+            }
+        )
+    return stored
+
+
+def _cc_of(engine: Engine, account: ScannerAccount, facts: MailFacts) -> list[str]:
+    ours = engine.own_addresses(account) | {account.username.lower()}
+    return [a for a in dict.fromkeys(facts.cc) if a not in ours and a != facts.from_email][:100]
+
+
+def _apply_fields(ticket: Ticket, decision: Decision) -> None:
+    for name, value in decision.fields.items():
+        if name != "status":
+            setattr(ticket, name, value)
+
+
+def import_mail(
+    session: Session,
+    engine: Engine,
+    account: ScannerAccount,
+    facts: MailFacts,
+    raw: bytes,
+    decision: Decision,
+) -> tuple[str, int, Decision, int | None, int | None]:
+    """Create a ticket or add a comment; returns (outcome, events, decision, ticket id, comment id)."""
+    raw_digest = store_blob(session, raw)
+    ticket, note = (None, None) if decision.ticket == "create" else find_ticket_for(session, engine, facts)
+    events = 0
+    created = ticket is None
+    if ticket is None:
+        requester = session.exec(select(Requester).where(Requester.email == facts.from_email)).first()
+        ticket = Ticket(
+            account_id=account.id,
+            subject=(references.strip_reply_prefixes(facts.subject) or "(no subject)")[:2_000],
+            requester_email=facts.from_email,
+            requester_name=(facts.from_name or (requester.name if requester else ""))[:500],
+            requester_contact_id=requester.contact_id if requester else None,
+            cc=_cc_of(engine, account, facts),
+            note=note,
+        )
+        session.add(ticket)
+        session.flush()
+        ticket.number = f"{engine.prefix}{engine.settings.scanner_ticket_start + (ticket.id or 0)}"
+    else:
+        for address in _cc_of(engine, account, facts):
+            if address not in ticket.cc and address != ticket.requester_email:
+                ticket.cc = [*ticket.cc, address][:100]
+    old_status = ticket.status
+    _apply_fields(ticket, decision)
+    if "status" in decision.fields:
+        ticket.status = decision.fields["status"]
+    elif not created and ticket.status == "closed" and engine.settings.scanner_reopen_closed:
+        ticket.status = "open"
+    if facts.message_id and _VALID_MSGID.match(facts.message_id):
+        ticket.last_message_id = facts.message_id
+    ticket.updated_at = now()
+    session.add(ticket)
+    comment = TicketComment(
+        ticket_id=ticket.id,  # type: ignore[arg-type]
+        author_email=facts.from_email,
+        author_name=facts.from_name[:500],
+        message_id=(facts.message_id or None) and facts.message_id[:998],
+        subject=facts.subject[:2_000],
+        text=facts.text[:MAX_BODY_CHARS],
+        reply_text=facts.reply_text[:MAX_BODY_CHARS],
+        html=facts.html[:MAX_BODY_CHARS] if facts.html else None,
+        attachments=_attachments(session, facts),
+        cc=facts.cc[:100],
+        raw_sha256=raw_digest,
+    )
+    session.add(comment)
+    session.flush()
+    if created:
+        emit(session, ticket, "ticket.created", comment.id)
+        events += 1
+        events += _auto_ack(session, engine, ticket, facts)
+    else:
+        emit(session, ticket, "ticket.comment_added", comment.id)
+        events += 1
+    if ticket.status != old_status and not created:
+        emit(session, ticket, "ticket.status_changed", comment.id, ticket.status)
+        events += 1
+    return ("ticket_created" if created else "comment_added"), events, decision, ticket.id, comment.id
+
+
+def _auto_ack(session: Session, engine: Engine, ticket: Ticket, facts: MailFacts) -> int:
+    settings = engine.settings
+    if not settings.scanner_auto_ack:
+        return 0
+    row = session.get(AutoAck, ticket.requester_email)
+    moment = now()
+    if row is not None and _aware(row.last_sent_at) > moment - timedelta(
+        seconds=settings.scanner_auto_ack_interval_s
+    ):
+        return 0
+    body = (
+        f"Thank you for your message. We opened ticket {ticket.number} and will answer soon.\n\n"
+        f"{references.body_marker(ticket.number or '')}\n"
+    )
+    try:
+        email = OutboundEmail(
+            correlation_id=f"ms-ack-{ticket.id}",
+            to=[ticket.requester_email],
+            subject=f"[{ticket.number}] {ticket.subject}"[:2_000],
+            text=body,
+            message_id_header=references.make_message_id(
+                ticket.id or 0, None, engine.secret, settings.mail_domain
+            ),
+            in_reply_to=ticket.last_message_id,
+            references=[ticket.last_message_id] if ticket.last_message_id else [],
+            headers={settings.scanner_loop_header: settings.mail_domain, "Auto-Submitted": "auto-replied"},
+            sender_identity=settings.scanner_sender_identity,
+            source="mail_scanner",
+        )
+    except ValueError:
+        return 0
+    if row is None:
+        row = AutoAck(email=ticket.requester_email, last_sent_at=moment)
+    row.last_sent_at = moment
+    session.add(row)
+    enqueue(session, MAIL_OUTBOUND_TRANSACTIONAL, email, key=email.correlation_id)
+    return 1
+
+
+def set_status(session: Session, ticket: Ticket, status: str) -> bool:
+    if ticket.status == status:
+        return False
+    ticket.status = status
+    ticket.updated_at = now()
+    session.add(ticket)
+    emit(session, ticket, "ticket.status_changed", None, f"{status}:{uuid.uuid4().hex}")
+    return True
+
+
+def agent_reply(
+    session: Session,
+    engine: Engine,
+    ticket: Ticket,
+    *,
+    text: str,
+    html: str | None,
+    author_email: str,
+    author_name: str,
+    status: str | None,
+) -> tuple[TicketComment, OutboundEmail]:
+    """Store an agent's reply as a comment and queue it as mail to the requester and the CCs."""
+    settings = engine.settings
+    comment = TicketComment(
+        ticket_id=ticket.id,  # type: ignore[arg-type]
+        direction="out",
+        author_email=author_email,
+        author_name=author_name,
+        subject=f"[{ticket.number}] {ticket.subject}"[:2_000],
+        text=text,
+        reply_text=text,
+        html=html,
+        cc=list(ticket.cc),
+    )
+    session.add(comment)
+    session.flush()
+    message_id = references.make_message_id(ticket.id or 0, comment.id, engine.secret, settings.mail_domain)
+    comment.message_id = message_id
+    earlier = session.exec(
+        select(TicketComment.message_id)
+        .where(
+            TicketComment.ticket_id == ticket.id,
+            col(TicketComment.message_id).is_not(None),
+            TicketComment.id != comment.id,
+        )
+        .order_by(col(TicketComment.id))
+    ).all()
+    refs = [m for m in earlier if m and _VALID_MSGID.match(m)][-20:]
+    marker = references.body_marker(ticket.number or "")
+    email = OutboundEmail(
+        correlation_id=f"ms-reply-{comment.id}",
+        sender_identity=settings.scanner_sender_identity,
+        to=[ticket.requester_email],
+        cc=[a for a in ticket.cc if a != ticket.requester_email],
+        message_id_header=message_id,
+        in_reply_to=ticket.last_message_id
+        if ticket.last_message_id and _VALID_MSGID.match(ticket.last_message_id)
+        else None,
+        references=refs,
+        subject=f"[{ticket.number}] {ticket.subject}"[:2_000],
+        text=f"{text}\n\n{marker}\n",
+        html=f'{html}<p style="color:#999;font-size:10px">{marker}</p>' if html else None,
+        headers={settings.scanner_loop_header: settings.mail_domain},
+        source="mail_scanner",
+    )
+    enqueue(session, MAIL_OUTBOUND_TRANSACTIONAL, email, key=email.correlation_id)
+    ticket.updated_at = now()
+    session.add(ticket)
+    session.add(comment)
+    emit(session, ticket, "ticket.comment_added", comment.id)
+    if status:
+        set_status(session, ticket, status)
+    return comment, email

@@ -1,0 +1,1 @@
+"""Mass mailings: scheduling, planning, bulk sending, delivery records, unsubscribe and tracking."""

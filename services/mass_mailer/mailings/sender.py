@@ -1,0 +1,367 @@
+"""Bulk sender: consumes recipient batches, renders, composes, signs and sends each recipient.
+
+Per batch: claim the queued deliveries (a conditional UPDATE, so a batch that arrives twice is
+sent once), then for each recipient: check the mailing is still sending (pause/cancel take effect
+within ``STATUS_TTL_S``), wait for the relay's and the recipient domain's token buckets, render
+from the precompiled template (merge tags and link tokens only), compose with List-Unsubscribe
+(RFC 8058) and a VERP Return-Path, DKIM-sign, send over the pooled connection. The delivery is
+marked ``handed_over`` (group commit) before the final dot; results are written in bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlmodel import Session, select
+
+from services.mass_mailer import sender_store
+from services.mass_mailer.mailings import fastmime, links, store
+from services.mass_mailer.mailings.models import Mailing, RateState
+from services.mass_mailer.mailings.ratelimit import RateLimiter
+from services.mass_mailer.mailings.writer import DeliveryWriter
+from services.mass_mailer.senders import ResolvedSender, resolve
+from shared.contracts import BulkBatch
+from shared.db import in_transaction
+from shared.mail.compose import CompositionError, MailAddress
+from shared.mail.dkim import DkimSigner
+from shared.mail.pool import SmtpPool
+from shared.mail.smtp import Outcome, SendResult
+from shared.metrics import MAILS_FAILED, MAILS_SENT
+from shared.secretbox import SecretBox
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STATUS_TTL_S = 0.25
+SENDER_CACHE_S = 30.0
+RATE_PERSIST_S = 5.0
+_HEADER_SAFE = re.compile(r"[\x21-\x2b\x2d-\x3b\x3d\x3f-\x7e]*")  # printable ASCII without space , < >
+
+
+@dataclass
+class MailingView:
+    status: str
+    sender_identity: str | None
+    survey_url: str | None
+    calendar_url: str | None
+    loaded: float
+
+
+def pixel_tag(url: str) -> str:
+    return (
+        f'<img src="{url}" width="1" height="1" alt="" style="display:block;border:0;height:1px;width:1px">'
+    )
+
+
+def with_pixel(html: str, url: str) -> str:
+    tag = pixel_tag(url)
+    at = html.lower().rfind("</body>")
+    return html[:at] + tag + html[at:] if at >= 0 else html + tag
+
+
+def list_unsubscribe(https_url: str, mailto: str, token: str) -> bytes:
+    """RFC 2369/8058 header lines, folded between the two URIs and never RFC 2047-encoded (the
+    stdlib encodes long unstructured values, which receivers then cannot parse)."""
+    value = f"<{https_url}>,\r\n <mailto:{mailto}?subject=unsubscribe%20{token}>"
+    if not _HEADER_SAFE.fullmatch(https_url + mailto + token):
+        raise ValueError("unsubscribe URL or mailto address contains characters not allowed in a header")
+    return (
+        f"List-Unsubscribe: {value}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        "Precedence: bulk\r\n"
+    ).encode("ascii")
+
+
+class BulkSender:
+    def __init__(self, database_url: str, settings: Settings) -> None:
+        self.database_url = database_url
+        self.settings = settings
+        self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.key = links.link_key(settings)
+        self.mail_domain = settings.mail_domain
+        self.bounce_domain = settings.mailing_bounce_domain or settings.mail_domain
+        self.mailto = settings.mailing_unsubscribe_mailto or f"unsubscribe@{settings.mail_domain}"
+        self.box = SecretBox.from_settings(settings)
+        self.writer = DeliveryWriter(database_url, settings.mailing_lease_s)
+        self.limiter = RateLimiter(settings.mailing_relay_rate_per_s, settings.mailing_domain_rate_per_s)
+        self.saved_rates: dict[str, float] | None = None
+        self.inflight = asyncio.Semaphore(settings.mailing_sender_concurrency)
+        self.mailings: dict[int, MailingView] = {}
+        self.templates: dict[int, Any] = {}
+        self.senders: dict[str | None, tuple[float, ResolvedSender]] = {}
+        self.pools: dict[str, SmtpPool] = {}
+        self.signers: dict[tuple[str, ...], DkimSigner] = {}
+        self.active: set[int] = set()  # claimed and not finished: their lease is renewed
+
+    async def db(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        return await in_transaction(self.database_url, work, *args, **kwargs)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    async def handle(self, batch: BulkBatch) -> None:
+        view = await self.mailing(batch.mailing_id, fresh=True)
+        if view is None or view.status != "sending":
+            return  # paused or cancelled: resume publishes the queued rows again
+        if self.saved_rates is None:
+            self.saved_rates = await self.db(
+                lambda s: {r.key: r.rate_per_s for r in s.exec(select(RateState)).all()}
+            )
+        ids = [r.delivery_id for r in batch.recipients]
+        claimed = await self.db(store.claim, batch.mailing_id, ids, self.owner, self.settings.mailing_lease_s)
+        if not claimed:
+            return
+        self.active.update(c.delivery_id for c in claimed)
+        template = await self.template(batch.template_version_id)
+        sender = await self.sender(view.sender_identity or getattr(template, "sender_identity", None))
+        await asyncio.gather(*(self.one(batch.mailing_id, template, sender, c) for c in claimed))
+
+    async def one(
+        self, mailing_id: int, template: Any, sender: ResolvedSender | None, claimed: store.Claimed
+    ) -> None:
+        try:
+            await self._one(mailing_id, template, sender, claimed)
+        finally:
+            self.active.discard(claimed.delivery_id)
+
+    async def _one(
+        self, mailing_id: int, template: Any, sender: ResolvedSender | None, claimed: store.Claimed
+    ) -> None:
+        async with self.inflight:
+            view = await self.mailing(mailing_id)
+            if view is None or view.status != "sending":
+                await self.writer.release(claimed.delivery_id, self.owner)
+                return
+            attempt = claimed.attempts + 1
+            if claimed.suppressed:
+                await self.finish(claimed, "failed", attempt, f"not sent: {claimed.suppressed}")
+                return
+            if sender is None or template is None:
+                why = "unknown sender identity" if sender is None else "template version not found"
+                await self.finish(claimed, "failed", attempt, f"not sent: {why}")
+                return
+            try:
+                raw, message_id = self.build(mailing_id, template, sender, claimed, view)
+            except (CompositionError, ValueError) as exc:
+                MAILS_FAILED.labels("mass_mailer", "invalid").inc()
+                await self.finish(claimed, "failed", attempt, f"not sent: {str(exc)[:300]}")
+                return
+            domain_key = "domain:" + claimed.email.rsplit("@", 1)[-1].lower()
+            relay_key = "relay:" + sender.relay.address
+            await self.wait_for_tokens([relay_key, domain_key])
+            result = await self.pool(sender).send(
+                raw,
+                links.verp_address(self.key, mailing_id, claimed.delivery_id, self.bounce_domain),
+                [claimed.email],
+                on_handover=lambda: self.writer.handed_over(claimed.delivery_id),
+            )
+            await self.outcome(claimed, attempt, result, message_id, relay_key, domain_key)
+
+    def build(
+        self,
+        mailing_id: int,
+        template: Any,
+        sender: ResolvedSender,
+        claimed: store.Claimed,
+        view: MailingView,
+    ) -> tuple[bytes, str]:
+        token = links.make_token(self.key, mailing_id, claimed.contact_id)
+        urls = links.recipient_links(self.settings.mailing_public_url, token)
+        rendered = template.render(
+            contact=claimed.contact,
+            links={
+                "unsubscribe": urls.unsubscribe,
+                "online_view": urls.online_view,
+                "survey": view.survey_url or "",
+                "calendar": view.calendar_url or "",
+            },
+        )
+        html = with_pixel(rendered.html, urls.pixel) if self.settings.mailing_open_tracking else rendered.html
+        message_id = f"<bulk.{mailing_id}.{claimed.delivery_id}@{self.mail_domain}>"
+        name = " ".join(p for p in (claimed.contact.get("first_name"), claimed.contact.get("last_name")) if p)
+        raw = fastmime.build(
+            sender=sender.sender,
+            to=MailAddress(email=claimed.email, name=name),
+            reply_to=sender.reply_to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=html,
+            message_id=message_id,
+            date=datetime.now(UTC),
+            extra_headers=list_unsubscribe(urls.unsubscribe, self.mailto, token),
+        )
+        if sender.dkim_keys:
+            raw = self.signer(sender).sign(raw)
+        return raw, message_id
+
+    async def wait_for_tokens(self, keys: list[str]) -> None:
+        for key in keys:
+            self.limiter.bucket(key, time.monotonic(), self.saved_rates)
+        while (delay := self.limiter.delay(keys, time.monotonic())) > 0:
+            await asyncio.sleep(delay)
+
+    async def outcome(
+        self,
+        claimed: store.Claimed,
+        attempt: int,
+        result: SendResult,
+        message_id: str,
+        relay_key: str,
+        domain_key: str,
+    ) -> None:
+        reply = result.detail[:1_000] if result.detail else None
+        if result.outcome is Outcome.SENT or (result.handed_over and result.code is None):
+            # A broken connection after the final dot: the relay may have it; never send twice.
+            MAILS_SENT.labels("mass_mailer").inc()
+            self.limiter.buckets[domain_key].succeeded()
+            self.limiter.buckets[relay_key].succeeded()
+            await self.finish(claimed, "sent", attempt, reply or "250", message_id=message_id, sent=True)
+        elif result.outcome is Outcome.PERMANENT:
+            MAILS_FAILED.labels("mass_mailer", "permanent").inc()
+            await self.finish(claimed, "failed", attempt, reply, message_id=message_id)
+        else:
+            MAILS_FAILED.labels("mass_mailer", "temporary").inc()
+            self.limiter.buckets[domain_key if result.code else relay_key].throttled()
+            if attempt >= self.settings.mailing_max_attempts:
+                await self.finish(claimed, "failed", attempt, f"gave up after {attempt} attempts: {reply}")
+                return
+            retry = store.retry_at(
+                attempt, self.settings.mailing_retry_base_s, self.settings.mailing_retry_max_s
+            )
+            await self.finish(
+                claimed, "deferred", attempt, reply, message_id=message_id, next_attempt_at=retry
+            )
+
+    async def finish(
+        self,
+        claimed: store.Claimed,
+        status: str,
+        attempt: int,
+        reply: str | None,
+        *,
+        message_id: str | None = None,
+        sent: bool = False,
+        next_attempt_at: Any = None,
+    ) -> None:
+        moment = store.now()
+        values: dict[str, Any] = {
+            "id": claimed.delivery_id,
+            "status": status,
+            "attempts": attempt,
+            "last_reply": reply[:1_000] if reply else None,
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": next_attempt_at,
+            "updated_at": moment,
+        }
+        if message_id:
+            values["message_id_header"] = message_id
+        if sent:
+            values["sent_at"] = moment
+        await self.writer.result(values)
+
+    # -- caches ------------------------------------------------------------------------------
+
+    async def mailing(self, mailing_id: int, *, fresh: bool = False) -> MailingView | None:
+        view = self.mailings.get(mailing_id)
+        if view is not None and not fresh and time.monotonic() - view.loaded < STATUS_TTL_S:
+            return view
+
+        def load(session: Session) -> MailingView | None:
+            row = session.get(Mailing, mailing_id)
+            if row is None:
+                return None
+            return MailingView(
+                row.status, row.sender_identity, row.survey_url, row.calendar_url, time.monotonic()
+            )
+
+        view = await self.db(load)
+        if view is not None:
+            self.mailings[mailing_id] = view
+        return view
+
+    async def template(self, version_id: int) -> Any:
+        found = self.templates.get(version_id)
+        if found is None:
+            from services.mass_mailer.templates.store import compiled_version
+
+            try:
+                found = await self.db(compiled_version, version_id)
+            except KeyError:
+                return None
+            self.templates[version_id] = found
+        return found
+
+    async def sender(self, ref: str | None) -> ResolvedSender | None:
+        cached = self.senders.get(ref)
+        if cached and time.monotonic() - cached[0] < SENDER_CACHE_S:
+            return cached[1]
+
+        def load(session: Session) -> ResolvedSender | None:
+            identity = sender_store.identity_by_ref(session, ref)
+            if identity is None and ref is not None:
+                return None
+            domain = identity.dkim_domain if identity else self.settings.default_sender.rsplit("@", 1)[-1]
+            return resolve(identity, sender_store.keys_for_domain(session, domain), self.box, self.settings)
+
+        resolved = await self.db(load)
+        if resolved is not None:
+            self.senders[ref] = (time.monotonic(), resolved)
+        return resolved
+
+    def pool(self, sender: ResolvedSender) -> SmtpPool:
+        key = f"{sender.relay.model_dump_json()}|{sender.pool_size}"
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = SmtpPool(sender.relay, size=sender.pool_size)
+        return pool
+
+    def signer(self, sender: ResolvedSender) -> DkimSigner:
+        key = tuple(f"{k.domain}|{k.selector}|{k.algorithm}" for k in sender.dkim_keys)
+        signer = self.signers.get(key)
+        if signer is None:
+            signer = self.signers[key] = DkimSigner(sender.dkim_keys)
+        return signer
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def persist_rates_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RATE_PERSIST_S)
+            snapshot = self.limiter.snapshot()
+            if not snapshot:
+                continue
+            try:
+                await self.db(save_rates, snapshot)
+            except Exception:
+                log.exception("could not persist send rates")
+
+    async def renew_leases_forever(self) -> None:
+        """Keep the lease on claimed rows that wait (rate limits) so no sweep requeues them."""
+        while True:
+            await asyncio.sleep(self.settings.mailing_lease_s / 3)
+            if self.active:
+                try:
+                    await self.db(store.renew, list(self.active), self.owner, self.settings.mailing_lease_s)
+                except Exception:
+                    log.exception("could not renew delivery leases")
+
+    async def close(self) -> None:
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+
+def save_rates(session: Session, rates: dict[str, float]) -> None:
+    for key, rate in rates.items():
+        row = session.get(RateState, key[:300]) or RateState(key=key[:300], rate_per_s=rate)
+        row.rate_per_s = rate
+        row.updated_at = store.now()
+        session.add(row)

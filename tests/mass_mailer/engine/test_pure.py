@@ -1,0 +1,172 @@
+"""Pure logic of the mailing engine: CSV import, tokens, VERP, conditions, token buckets, headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.mass_mailer.audience import csv_import
+from services.mass_mailer.audience.conditions import Condition, matches
+from services.mass_mailer.audience.store import next_run
+from services.mass_mailer.mailings import links
+from services.mass_mailer.mailings.ratelimit import Bucket, RateLimiter
+from services.mass_mailer.mailings.sender import list_unsubscribe, with_pixel
+
+KEY = b"k" * 32
+
+
+def test_csv_utf8_and_windows_1252_with_row_errors():
+    text = (
+        "contact_id;email;first_name;last_name;language;email_opt_out;city\r\n"
+        "c1;Anna@Example.org;Änne;Groß;de;no;Köln\r\n"
+        "c2;not-an-address;Bob;;en;;\r\n"
+        ";x@example.org;;;;;\r\n"
+        "c3;;Carl;;;yes;\r\n"
+        "c1;dup@example.org;;;;;\r\n"
+        "c4;d@example.org;;;;maybe;\r\n"
+    )
+    for encoding, name in (("utf-8", "utf-8"), ("cp1252", "windows-1252")):
+        parsed = csv_import.parse(text.encode(encoding))
+        assert parsed.encoding == name
+        assert [c["contact_id"] for c in parsed.contacts] == ["c1", "c3"]
+        first = parsed.contacts[0]
+        assert (first["email"], first["first_name"], first["last_name"]) == (
+            "anna@example.org",
+            "Änne",
+            "Groß",
+        )
+        assert first["custom_fields"] == {"city": "Köln"}
+        assert parsed.contacts[1]["email"] is None and parsed.contacts[1]["email_opt_out"] is True
+        assert [e.row for e in parsed.errors] == [3, 4, 6, 7]
+        assert "not valid" in parsed.errors[0].error and "duplicate" in parsed.errors[2].error
+
+
+def test_csv_refuses_files_without_contact_id_column_or_text():
+    with pytest.raises(csv_import.CsvError, match="contact_id"):
+        csv_import.parse(b"email\nx@example.org\n")
+    with pytest.raises(csv_import.CsvError, match="empty"):
+        csv_import.parse(b"  \n")
+
+
+def test_unsubscribe_token_round_trip_and_forgery():
+    token = links.make_token(KEY, 7, "contact/ü 1")
+    assert links.read_token(KEY, token) == links.TokenSubject(7, "contact/ü 1")
+    mailing, contact, mac = token.split(".")
+    other = links.make_token(KEY, 7, "someone-else").split(".")[1]
+    assert links.read_token(KEY, f"{mailing}.{other}.{mac}") is None  # another contact, same MAC
+    assert links.read_token(KEY, f"8.{contact}.{mac}") is None  # another mailing
+    assert links.read_token(b"x" * 32, token) is None  # another key
+    assert links.read_token(KEY, "garbage") is None
+
+
+def test_verp_round_trip_and_forgery():
+    address = links.verp_address(KEY, 3, 12345, "bounces.example.com")
+    assert address.startswith("bounce+3.12345.") and address.endswith("@bounces.example.com")
+    assert links.read_verp(KEY, f"<{address}>") == (3, 12345)
+    assert links.read_verp(KEY, address.replace("12345", "12346")) is None
+    assert links.parse_correlation_id(links.correlation_id(3, 12345)) == (3, 12345)
+
+
+def test_conditions():
+    contact = {"email": "a@example.org", "language": "DE", "custom_fields": {"score": "42", "city": "Köln"}}
+    cond = [
+        Condition(field="language", op="eq", value="de"),
+        Condition(field="custom.score", op="gt", value=40),
+    ]
+    assert matches(cond, contact)
+    assert not matches([*cond, Condition(field="custom.city", op="in", value=["Bonn"])], contact)
+    assert matches([Condition(field="first_name", op="not_exists")], contact)
+    assert not matches([], contact)
+    with pytest.raises(ValueError):
+        Condition(field="__class__", op="eq", value=1)
+
+
+def test_next_run_is_the_configured_time_of_day():
+    from datetime import UTC, datetime
+
+    after = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    assert next_run("11:00", 1, after) == datetime(2026, 1, 6, 11, 0, tzinfo=UTC)
+    assert next_run("13:30", 1, after) == datetime(2026, 1, 5, 13, 30, tzinfo=UTC)
+    assert next_run("11:00", 7, after) == datetime(2026, 1, 12, 11, 0, tzinfo=UTC)
+
+
+def test_bucket_limits_rate_and_4xx_slows_down_then_recovers():
+    bucket = Bucket.new(10.0, now=0.0)
+    sent = sum(1 for i in range(1000) if bucket.wait_time(i * 0.01) == 0)  # 10 s of asking every 10 ms
+    assert 95 <= sent <= 111  # 10/s plus the initial burst
+    bucket.throttled()
+    assert bucket.rate == 5.0
+    for _ in range(60):
+        bucket.succeeded()
+    assert bucket.rate == 10.0
+    unlimited = Bucket.new(0, now=0.0)
+    assert unlimited.wait_time(0.0) == 0
+    unlimited.throttled()
+    assert unlimited.rate < float("inf") and unlimited.wait_time(1.0) >= 0
+
+
+def test_limiter_waits_for_the_slowest_bucket():
+    limiter = RateLimiter(relay_limit=0, domain_limit=1.0)
+    keys = ["relay:r", "domain:example.org"]
+    assert limiter.delay(keys, 0.0) == 0
+    assert limiter.delay(keys, 0.0) > 0
+    assert limiter.snapshot() == {}
+
+
+def test_list_unsubscribe_header_is_never_encoded():
+    token = links.make_token(KEY, 1, "c" * 90)
+    lines = list_unsubscribe(f"https://m.example.com/u/{token}", "unsubscribe@example.com", token)
+    assert b"=?" not in lines
+    assert lines.startswith(b"List-Unsubscribe: <https://m.example.com/u/")
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in lines
+    with pytest.raises(ValueError):
+        list_unsubscribe("https://m.example.com/u/x\r\nBcc: evil@example.org", "u@example.com", "x")
+
+
+def test_pixel_goes_before_the_body_end():
+    assert with_pixel("<html><body><p>x</p></body></html>", "https://t/p.gif").endswith(
+        '<img src="https://t/p.gif" width="1" height="1" alt="" '
+        'style="display:block;border:0;height:1px;width:1px"></body></html>'
+    )
+
+
+def test_fast_composer_builds_what_the_stdlib_parses_and_dkim_verifies():
+    import email
+    import email.policy
+    from datetime import UTC, datetime
+
+    import dkim
+
+    from services.mass_mailer.mailings import fastmime
+    from shared.mail.compose import CompositionError, MailAddress
+    from shared.mail.dkim import DkimAlgorithm, DkimSigner, generate_key
+
+    subject = "Grüße für Jürgen — " + "sehr lange Betreffzeile mit Umlauten äöü " * 4
+    text = "Zeile 1\n.Zeile mit Punkt\n" + "x" * 200 + "\nÄrger=Gleich\n"
+    html = "<p>Hallo Jürgen</p>\n" + "<p>" + "y" * 300 + "</p>"
+    raw = fastmime.build(
+        sender=MailAddress(email="news@example.com", name="Die News"),
+        to=MailAddress(email="j@bücher.example", name='Jürgen "JJ" Groß'),
+        reply_to=MailAddress(email="reply@example.com"),
+        subject=subject,
+        text=text,
+        html=html,
+        message_id="<bulk.1.2@mail.example.com>",
+        date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        extra_headers=list_unsubscribe("https://m.example.com/u/t", "u@example.com", "t"),
+    )
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and b"\n" not in raw.replace(b"\r\n", b"")
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(parsed["Subject"]) == subject.strip()
+    assert parsed["To"].addresses[0].display_name == 'Jürgen "JJ" Groß'
+    assert parsed["To"].addresses[0].domain == "xn--bcher-kva.example"
+    assert str(parsed["From"]) == "Die News <news@example.com>"
+    assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+    assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n").rstrip("\n") == html
+    key = generate_key("example.com", "s1", DkimAlgorithm.RSA)
+    signed = DkimSigner([key]).sign(raw)
+    record = key.dns_value().encode()
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+    with pytest.raises(CompositionError):
+        fastmime.build(sender=MailAddress(email="a@example.com"), to=MailAddress(email="b@example.org"),
+                       reply_to=None, subject="x\x00y", text="", html="", message_id="<a@b>",
+                       date=datetime.now(UTC))  # fmt: skip
