@@ -18,16 +18,15 @@ import itertools
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
 from services.mass_mailer import delivery_rules as rules
 from services.mass_mailer import outbound_store as store
-from services.mass_mailer import sender_store
 from services.mass_mailer.models import OutboundMessage
-from services.mass_mailer.senders import ResolvedSender, resolve
+from services.mass_mailer.senders import ResolvedSender
+from services.mass_mailer.sending import SendingResources
 from shared.contracts import DeliveryEvent, DeliveryStatus, OutboundEmail
 from shared.db import in_transaction
 from shared.errors import PermanentError
@@ -39,18 +38,14 @@ from shared.mail.compose import (
     compose,
     new_message_id,
 )
-from shared.mail.dkim import DkimSigner
-from shared.mail.pool import SmtpPool
 from shared.mail.smtp import Outcome
 from shared.metrics import MAILS_FAILED, MAILS_SENT
-from shared.secretbox import SecretBox
 from shared.service import ServiceContext
 from shared.topics import MAIL_DELIVERY_EVENTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EVENT_NAMESPACE = uuid.UUID("6f1d9f4e-8d0b-4a55-9a57-3e2b8c1d7a10")
-SENDER_CACHE_S = 30.0
 
 
 def draft_from_request(request: OutboundEmail, sender: ResolvedSender, message_id: str) -> MailDraft:
@@ -95,13 +90,10 @@ class Gateway:
         self.settings = context.settings
         self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.claims = itertools.count()
-        self.box = SecretBox.from_settings(context.settings)
+        self.sending = SendingResources(context.database_url, context.settings)
         self.events = context.broker.publisher(
             context.settings.topic(MAIL_DELIVERY_EVENTS), title="delivery events"
         )
-        self.pools: dict[str, SmtpPool] = {}
-        self.signers: dict[tuple[str, ...], DkimSigner] = {}
-        self.senders: dict[str | None, tuple[float, ResolvedSender]] = {}
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -130,8 +122,7 @@ class Gateway:
             await asyncio.sleep(self.settings.gateway_sweep_interval_s)
 
     async def close(self) -> None:
-        pools, self.pools = list(self.pools.values()), {}
-        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        await self.sending.close()
 
     # -- one row -----------------------------------------------------------------------------
 
@@ -184,7 +175,7 @@ class Gateway:
                 failed = {r: ["failed", str(exc)] for r in pending}
                 await self.finish(row, {**changes, **failed}, last_error=str(exc))
                 return
-        sender = await self.sender(request.sender_identity)
+        sender = await self.sending.sender(request.sender_identity)
         if sender is None:
             reason = f"unknown sender identity {request.sender_identity!r}"
             await self.finish(row, {**changes, **{r: ["failed", reason] for r in pending}}, last_error=reason)
@@ -202,7 +193,7 @@ class Gateway:
             return
         raw = message.as_bytes()
         if sender.dkim_keys:
-            raw = self.signer(sender).sign(raw)
+            raw = self.sending.signer(sender).sign(raw)
 
         attempt = row.attempts + 1
         await self.db(
@@ -218,7 +209,9 @@ class Gateway:
         async def handed_over() -> None:
             await self.db(store.transition, row.id, row.lease_owner, status="handed_over")
 
-        result = await self.pool(sender).send(raw, sender.envelope_from, pending, on_handover=handed_over)
+        result = await self.sending.pool(sender).send(
+            raw, sender.envelope_from, pending, on_handover=handed_over
+        )
         step = rules.after_send(
             result,
             pending,
@@ -319,35 +312,3 @@ class Gateway:
                 "sender_identity": request.sender_identity or compiled.sender_identity,
             }
         )
-
-    async def sender(self, ref: str | None) -> ResolvedSender | None:
-        cached = self.senders.get(ref)
-        if cached and time.monotonic() - cached[0] < SENDER_CACHE_S:
-            return cached[1]
-
-        def load(session: object) -> ResolvedSender | None:
-            identity = sender_store.identity_by_ref(session, ref)  # type: ignore[arg-type]
-            if identity is None and ref is not None:
-                return None
-            domain = identity.dkim_domain if identity else self.settings.default_sender.rsplit("@", 1)[-1]
-            keys = sender_store.keys_for_domain(session, domain)  # type: ignore[arg-type]
-            return resolve(identity, keys, self.box, self.settings)
-
-        resolved = await in_transaction(self.context.database_url, load)
-        if resolved is not None:
-            self.senders[ref] = (time.monotonic(), resolved)
-        return resolved
-
-    def pool(self, sender: ResolvedSender) -> SmtpPool:
-        key = f"{sender.relay.model_dump_json()}|{sender.pool_size}"
-        pool = self.pools.get(key)
-        if pool is None:
-            pool = self.pools[key] = SmtpPool(sender.relay, size=sender.pool_size)
-        return pool
-
-    def signer(self, sender: ResolvedSender) -> DkimSigner:
-        key = tuple(f"{k.domain}|{k.selector}|{k.algorithm}" for k in sender.dkim_keys)
-        signer = self.signers.get(key)
-        if signer is None:
-            signer = self.signers[key] = DkimSigner(sender.dkim_keys)
-        return signer

@@ -24,26 +24,22 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session, select
 
-from services.mass_mailer import sender_store
 from services.mass_mailer.mailings import fastmime, links, store
 from services.mass_mailer.mailings.models import Mailing, RateState
 from services.mass_mailer.mailings.ratelimit import RateLimiter
 from services.mass_mailer.mailings.writer import DeliveryWriter
-from services.mass_mailer.senders import ResolvedSender, resolve
+from services.mass_mailer.senders import ResolvedSender
+from services.mass_mailer.sending import SendingResources
 from shared.contracts import BulkBatch
 from shared.db import in_transaction
 from shared.mail.compose import CompositionError, MailAddress
-from shared.mail.dkim import DkimSigner
-from shared.mail.pool import SmtpPool
 from shared.mail.smtp import Outcome, SendResult
 from shared.metrics import MAILS_FAILED, MAILS_SENT
-from shared.secretbox import SecretBox
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_TTL_S = 0.25
-SENDER_CACHE_S = 30.0
 RATE_PERSIST_S = 5.0
 _HEADER_SAFE = re.compile(r"[\x21-\x2b\x2d-\x3b\x3d\x3f-\x7e]*")  # printable ASCII without space , < >
 
@@ -90,16 +86,13 @@ class BulkSender:
         self.mail_domain = settings.mail_domain
         self.bounce_domain = settings.mailing_bounce_domain or settings.mail_domain
         self.mailto = settings.mailing_unsubscribe_mailto or f"unsubscribe@{settings.mail_domain}"
-        self.box = SecretBox.from_settings(settings)
+        self.sending = SendingResources(database_url, settings)
         self.writer = DeliveryWriter(database_url, settings.mailing_lease_s)
         self.limiter = RateLimiter(settings.mailing_relay_rate_per_s, settings.mailing_domain_rate_per_s)
         self.saved_rates: dict[str, float] | None = None
         self.inflight = asyncio.Semaphore(settings.mailing_sender_concurrency)
         self.mailings: dict[int, MailingView] = {}
         self.templates: dict[int, Any] = {}
-        self.senders: dict[str | None, tuple[float, ResolvedSender]] = {}
-        self.pools: dict[str, SmtpPool] = {}
-        self.signers: dict[tuple[str, ...], DkimSigner] = {}
         self.active: set[int] = set()  # claimed and not finished: their lease is renewed
 
     async def db(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -121,7 +114,7 @@ class BulkSender:
             return
         self.active.update(c.delivery_id for c in claimed)
         template = await self.template(batch.template_version_id)
-        sender = await self.sender(view.sender_identity or getattr(template, "sender_identity", None))
+        sender = await self.sending.sender(view.sender_identity or getattr(template, "sender_identity", None))
         await asyncio.gather(*(self.one(batch.mailing_id, template, sender, c) for c in claimed))
 
     async def one(
@@ -157,7 +150,7 @@ class BulkSender:
             domain_key = "domain:" + claimed.email.rsplit("@", 1)[-1].lower()
             relay_key = "relay:" + sender.relay.address
             await self.wait_for_tokens([relay_key, domain_key])
-            result = await self.pool(sender).send(
+            result = await self.sending.pool(sender).send(
                 raw,
                 links.verp_address(self.key, mailing_id, claimed.delivery_id, self.bounce_domain),
                 [claimed.email],
@@ -199,7 +192,7 @@ class BulkSender:
             extra_headers=list_unsubscribe(urls.unsubscribe, self.mailto, token),
         )
         if sender.dkim_keys:
-            raw = self.signer(sender).sign(raw)
+            raw = self.sending.signer(sender).sign(raw)
         return raw, message_id
 
     async def wait_for_tokens(self, keys: list[str]) -> None:
@@ -300,37 +293,6 @@ class BulkSender:
             self.templates[version_id] = found
         return found
 
-    async def sender(self, ref: str | None) -> ResolvedSender | None:
-        cached = self.senders.get(ref)
-        if cached and time.monotonic() - cached[0] < SENDER_CACHE_S:
-            return cached[1]
-
-        def load(session: Session) -> ResolvedSender | None:
-            identity = sender_store.identity_by_ref(session, ref)
-            if identity is None and ref is not None:
-                return None
-            domain = identity.dkim_domain if identity else self.settings.default_sender.rsplit("@", 1)[-1]
-            return resolve(identity, sender_store.keys_for_domain(session, domain), self.box, self.settings)
-
-        resolved = await self.db(load)
-        if resolved is not None:
-            self.senders[ref] = (time.monotonic(), resolved)
-        return resolved
-
-    def pool(self, sender: ResolvedSender) -> SmtpPool:
-        key = f"{sender.relay.model_dump_json()}|{sender.pool_size}"
-        pool = self.pools.get(key)
-        if pool is None:
-            pool = self.pools[key] = SmtpPool(sender.relay, size=sender.pool_size)
-        return pool
-
-    def signer(self, sender: ResolvedSender) -> DkimSigner:
-        key = tuple(f"{k.domain}|{k.selector}|{k.algorithm}" for k in sender.dkim_keys)
-        signer = self.signers.get(key)
-        if signer is None:
-            signer = self.signers[key] = DkimSigner(sender.dkim_keys)
-        return signer
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def persist_rates_forever(self) -> None:
@@ -355,8 +317,7 @@ class BulkSender:
                     log.exception("could not renew delivery leases")
 
     async def close(self) -> None:
-        pools, self.pools = list(self.pools.values()), {}
-        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        await self.sending.close()
 
 
 def save_rates(session: Session, rates: dict[str, float]) -> None:
