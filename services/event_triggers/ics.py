@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from icalendar import Calendar, Event, vCalAddress, vText
 
-from services.event_triggers.schedule import aware, zone
+from services.event_triggers.schedule import zone
+from shared.timeutil import as_utc
 
 PRODID = "-//mailsvc//event triggers//EN"
 
@@ -54,9 +55,9 @@ def build_ics(
     calendar.add("method", method)
     vevent = Event()
     vevent.add("uid", event_uid(event.event_id, domain))
-    vevent.add("dtstamp", aware(stamp))
-    vevent.add("dtstart", aware(event.start).astimezone(tz))
-    vevent.add("dtend", aware(event.end).astimezone(tz))
+    vevent.add("dtstamp", as_utc(stamp))
+    vevent.add("dtstart", as_utc(event.start).astimezone(tz))
+    vevent.add("dtend", as_utc(event.end).astimezone(tz))
     vevent.add("summary", event.name)
     if event.location:
         vevent.add("location", event.location)
@@ -74,8 +75,8 @@ def build_ics(
     calendar.add_component(vevent)
     if str(tz) != "UTC":
         # Transitions around the event only: keeps the attachment small.
-        first = aware(event.start).astimezone(tz).date().replace(month=1, day=1)
-        last = aware(event.end).astimezone(tz).date().replace(month=12, day=31)
+        first = as_utc(event.start).astimezone(tz).date().replace(month=1, day=1)
+        last = as_utc(event.end).astimezone(tz).date().replace(month=12, day=31)
         calendar.add_missing_timezones(first_date=first.replace(year=first.year - 1), last_date=last)
     return calendar.to_ical()
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from services.event_triggers.certificate import certificate_for
 from services.event_triggers.ics import EventInfo, build_ics
-from services.event_triggers.schedule import aware, zone
+from services.event_triggers.schedule import zone
 from services.event_triggers.storage import SendJob
 from shared.contracts import Attachment, OutboundEmail
+from shared.timeutil import as_utc
 
 ICS_METHOD = {"registration": "REQUEST", "before_start": "REQUEST", "cancellation": "CANCEL"}
 SOURCE = "event_triggers"
@@ -49,7 +50,7 @@ def _contact(registration: dict[str, Any]) -> dict[str, Any]:
 def merge_data(job: SendJob, calendar_link: str) -> dict[str, Any]:
     event, registration = job.event, job.registration
     tz = zone(event["time_zone"])
-    start, end = aware(event["start"]).astimezone(tz), aware(event["end"]).astimezone(tz)
+    start, end = as_utc(event["start"]).astimezone(tz), as_utc(event["end"]).astimezone(tz)
     return {
         "contact": _contact(registration),
         "event": {

@@ -11,14 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.timeutil import as_utc
+
 SCHEDULED_ACTIONS = ("before_start", "after_end", "certificate")
 IMMEDIATE_ACTIONS = ("registration", "cancellation", "waitlist")
 UNITS = ("minutes", "hours", "days")
-
-
-def aware(value: datetime) -> datetime:
-    """Stored datetimes come back naive from SQLite; everything we store is UTC."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -63,7 +60,7 @@ def due_at(
         raise ValueError(f"{action!r} is not a scheduled action")
     tz = zone(time_zone)
     sign = -1 if action == "before_start" else 1
-    anchor = aware(start if action == "before_start" else end)
+    anchor = as_utc(start if action == "before_start" else end)
     if offset_unit == "days":
         wall = anchor.astimezone(tz).replace(tzinfo=None) + sign * timedelta(days=offset_value)
     else:
@@ -79,4 +76,4 @@ def gdpr_deletion_at(end: datetime, days: int | None, cancelled: bool) -> dateti
     """When the form answers of an event are deleted automatically (None: not scheduled)."""
     if days is None or cancelled:
         return None
-    return aware(end) + timedelta(days=days)
+    return as_utc(end) + timedelta(days=days)

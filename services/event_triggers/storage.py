@@ -26,11 +26,12 @@ from services.event_triggers.models import (
     TemplateEntry,
     Trigger,
 )
-from services.event_triggers.schedule import SCHEDULED_ACTIONS, aware, due_at, gdpr_deletion_at
+from services.event_triggers.schedule import SCHEDULED_ACTIONS, due_at, gdpr_deletion_at
 from services.event_triggers.specs import TriggerSpec
 from shared.contracts import DeliveryEvent, MassEventChanged, RegistrationChanged, TemplateChanged
 from shared.contracts.events import FormAnswersDeleted
 from shared.outbox import enqueue
+from shared.timeutil import as_utc
 from shared.topics import EVENTS_GDPR_DELETIONS
 
 GDPR_NAMESPACE = uuid.UUID("0c8a7a5e-5b1e-4c1f-9a43-2f6d0e9b7c21")
@@ -58,7 +59,7 @@ def save_mass_event(session: Session, message: MassEventChanged) -> bool:
     A new start/end reschedules pending sends; a cancellation cancels them.
     """
     event = session.get(MassEvent, message.event_id)
-    if event is not None and aware(message.occurred_at) < aware(event.updated_at):
+    if event is not None and as_utc(message.occurred_at) < as_utc(event.updated_at):
         return False
     new = event is None
     event = event or MassEvent(
@@ -80,10 +81,10 @@ def save_mass_event(session: Session, message: MassEventChanged) -> bool:
         "sub_events",
     ):
         setattr(event, field, getattr(message, field))
-    event.start = aware(message.start)
-    event.end = aware(message.end)
+    event.start = as_utc(message.start)
+    event.end = as_utc(message.end)
     event.cancelled = message.kind == "mass_event.cancelled"
-    event.updated_at = aware(message.occurred_at)
+    event.updated_at = as_utc(message.occurred_at)
     after = _calendar_view(event)
     if not new and (after != before or event.cancelled != was_cancelled):
         event.sequence += 1
@@ -105,7 +106,7 @@ def save_mass_event(session: Session, message: MassEventChanged) -> bool:
 
 def _calendar_view(event: MassEvent) -> tuple[Any, ...]:
     """What a calendar entry shows (name, start, end, zone, location): a change raises SEQUENCE."""
-    return (event.name, aware(event.start), aware(event.end), event.time_zone, event.location)
+    return (event.name, as_utc(event.start), as_utc(event.end), event.time_zone, event.location)
 
 
 def get_event(session: Session, event_id: str) -> MassEvent | None:
@@ -157,8 +158,8 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
     current state plan nothing new, and the (trigger, registration) unique key stops doubles.
     """
     registration = session.get(Registration, message.registration_id)
-    occurred = aware(message.occurred_at)
-    if registration is not None and occurred < aware(registration.updated_at):
+    occurred = as_utc(message.occurred_at)
+    if registration is not None and occurred < as_utc(registration.updated_at):
         return False
     old_status = registration.status if registration is not None else None
     new_status = rules.STATUS_BY_KIND[message.kind]
@@ -270,7 +271,7 @@ def get_registration(session: Session, registration_id: str) -> Registration | N
 
 def save_template(session: Session, message: TemplateChanged) -> bool:
     row = session.get(TemplateEntry, message.template_id)
-    if row is not None and aware(message.occurred_at) < aware(row.updated_at):
+    if row is not None and as_utc(message.occurred_at) < as_utc(row.updated_at):
         return False
     row = row or TemplateEntry(
         template_id=message.template_id, name=message.name, updated_at=message.occurred_at
@@ -279,7 +280,7 @@ def save_template(session: Session, message: TemplateChanged) -> bool:
     row.active = message.active
     row.deleted = message.kind == "template.deleted"
     row.subject = message.subject
-    row.updated_at = aware(message.occurred_at)
+    row.updated_at = as_utc(message.occurred_at)
     session.add(row)
     return True
 
@@ -460,7 +461,7 @@ def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: 
                 registration_status=registration.status,
                 has_email=bool(registration.email),
                 event_cancelled=event.cancelled,
-                event_started=aware(event.start) <= now,
+                event_started=as_utc(event.start) <= now,
                 template_usable=_template_usable(templates.get(trigger.template_id)),
             )
         if reason is not None:

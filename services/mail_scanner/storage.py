@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlmodel import Session, select
 
 from services.mail_scanner.models import Requester
 from shared.contracts import ContactErased, ContactOptedOut, ContactUpserted
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from shared.timeutil import as_utc
 
 
 def save_requester(session: Session, message: ContactUpserted | ContactOptedOut | ContactErased) -> bool:
@@ -25,7 +20,7 @@ def save_requester(session: Session, message: ContactUpserted | ContactOptedOut 
             session.delete(row)
         return row is not None
     row = session.get(Requester, message.contact_id)
-    if row is not None and _aware(message.occurred_at) < _aware(row.updated_at):
+    if row is not None and as_utc(message.occurred_at) < as_utc(row.updated_at):
         return False
     row = row or Requester(contact_id=message.contact_id)
     row.email = message.email.lower() if message.email else None

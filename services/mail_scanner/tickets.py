@@ -31,6 +31,7 @@ from shared.contracts.helpdesk import TicketEvent
 from shared.contracts.mail import OutboundEmail
 from shared.outbox import enqueue
 from shared.secretbox import SecretBox
+from shared.timeutil import as_utc
 from shared.topics import HELPDESK_TICKET_EVENTS, MAIL_OUTBOUND_TRANSACTIONAL
 
 if TYPE_CHECKING:
@@ -43,10 +44,6 @@ MAX_BODY_CHARS = 1_000_000
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def signing_secret(session: Session, box: SecretBox) -> bytes:
@@ -204,7 +201,7 @@ def _auto_ack(session: Session, engine: Engine, ticket: Ticket, facts: MailFacts
         return 0
     row = session.get(AutoAck, ticket.requester_email)
     moment = now()
-    if row is not None and _aware(row.last_sent_at) > moment - timedelta(
+    if row is not None and as_utc(row.last_sent_at) > moment - timedelta(
         seconds=settings.scanner_auto_ack_interval_s
     ):
         return 0

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from services.mass_mailer.models import Contact
 from shared.contracts import ContactOptedOut, ContactUpserted
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from shared.timeutil import as_utc
 
 
 def apply_contact_message(
@@ -20,7 +15,7 @@ def apply_contact_message(
     Messages older than the stored state are ignored (the CRM may replay). Our own suppression flags
     (unsubscribed via link, bounced, complained) are never cleared by a CRM upsert.
     """
-    if current is not None and _aware(message.occurred_at) < _aware(current.updated_at):
+    if current is not None and as_utc(message.occurred_at) < as_utc(current.updated_at):
         return None
     contact = current or Contact(contact_id=message.contact_id, created_at=message.occurred_at)
     if isinstance(message, ContactOptedOut):

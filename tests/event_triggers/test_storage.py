@@ -16,6 +16,7 @@ from services.event_triggers.specs import TriggerSpec
 from shared.contracts import MassEventChanged, RegistrationChanged, TemplateChanged
 from shared.db import migrate, session_scope
 from shared.outbox import OutboxEvent
+from shared.timeutil import as_utc
 from tests.event_triggers.helpers import T0, event_message, registration_message, template_message
 
 START = T0 + timedelta(days=10)
@@ -94,12 +95,12 @@ def test_plans_once_per_trigger_and_registration_and_follows_the_event(db):
     register(db, 2)
     register(db, 2)  # redelivery
     rows = sends(db)
-    assert len(rows) == 2 and {storage.aware(r.due_at) for r in rows} == {START - timedelta(days=2)}
+    assert len(rows) == 2 and {as_utc(r.due_at) for r in rows} == {START - timedelta(days=2)}
     with session_scope(db) as session:
         moved = event_message("E1", kind="mass_event.updated", start=START + timedelta(days=1))
         storage.save_mass_event(session, MassEventChanged.model_validate(moved))
         assert session.get(storage.MassEvent, "E1").sequence == 1
-    assert {storage.aware(r.due_at) for r in sends(db)} == {START - timedelta(days=1)}
+    assert {as_utc(r.due_at) for r in sends(db)} == {START - timedelta(days=1)}
     with pytest.raises(IntegrityError), session_scope(db) as session:
         session.add(ScheduledSend(trigger_id=trigger_id, registration_id="R0", event_id="E1",
                                   due_at=T0, correlation_id="dup"))  # fmt: skip
@@ -153,4 +154,4 @@ def test_stale_registration_messages_are_ignored(db):
 
 
 def test_naive_datetimes_are_utc():
-    assert storage.aware(datetime(2030, 1, 1)) == datetime(2030, 1, 1, tzinfo=UTC)
+    assert as_utc(datetime(2030, 1, 1)) == datetime(2030, 1, 1, tzinfo=UTC)

@@ -25,3 +25,14 @@ def test_opt_out_suppresses():
     contact = apply_contact_message(None, ContactOptedOut(contact_id="C", occurred_at=T0))
     assert is_suppressed(contact) == "email_opt_out"
     assert is_suppressed(None) is None
+
+
+def test_as_utc_treats_naive_values_as_utc_and_converts_others():
+    from zoneinfo import ZoneInfo
+
+    from shared.timeutil import as_utc
+
+    assert as_utc(datetime(2026, 1, 1, 12)) == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    berlin = datetime(2026, 1, 1, 13, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert as_utc(berlin) == T0.replace(hour=12) and as_utc(berlin).tzinfo is UTC
+    assert as_utc(None) is None

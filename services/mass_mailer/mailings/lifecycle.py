@@ -13,7 +13,8 @@ from sqlmodel import Session, col
 
 from services.mass_mailer.audience.models import TargetGroup
 from services.mass_mailer.mailings.models import Delivery, Mailing
-from services.mass_mailer.mailings.store import aware, now
+from services.mass_mailer.mailings.store import now
+from shared.timeutil import as_utc
 
 
 class Refused(Exception):
@@ -79,7 +80,7 @@ def schedule(session: Session, mailing_id: int, at: datetime | None) -> Mailing:
     if mailing.status != "draft":
         raise Refused(409, f"the mailing is {mailing.status}; only a draft can be scheduled")
     moment = now()
-    when = aware(at) or moment
+    when = as_utc(at) or moment
     if when < moment - timedelta(seconds=60):
         raise Refused(422, "the send time is in the past")
     check_group(session, mailing.target_group_id)

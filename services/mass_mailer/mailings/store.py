@@ -35,10 +35,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 # -- batches ----------------------------------------------------------------------------------
 
 
