@@ -40,11 +40,11 @@ from sqlmodel import select
 from services.event_triggers.clock import FileClock
 from services.event_triggers.models import Registration, ScheduledSend
 from services.event_triggers.rules import correlation_id
-from services.event_triggers.schedule import aware
 from services.mass_mailer.templates import store as template_store
 from services.mass_mailer.templates.render import render_design
 from shared.db import migrate, session_scope
 from shared.secretbox import generate_master_key
+from shared.timeutil import as_utc
 from tests.servers.kafka import KafkaBroker
 from tests.servers.procs import free_port
 from tests.servers.smtp import PostfixSmtpSink
@@ -209,7 +209,7 @@ def handed_over(url: str, trigger_id: int) -> dict[str, float]:
                 ScheduledSend.trigger_id == trigger_id
             )
         ).all()
-    return {r: aware(at).timestamp() for r, at in rows if at is not None}
+    return {r: as_utc(at).timestamp() for r, at in rows if at is not None}
 
 
 def seed_reminders(url: str, trigger_id: int, event_id: str, due: datetime, count: int) -> None:
