@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import re
 import signal
 import sys
-import tempfile
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -29,6 +26,7 @@ from typing import Any, TextIO
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from shared.files import write_atomically
 from shared.settings import Settings, get_settings
 
 OUTBOX_DIRNAME = "outbox"
@@ -62,19 +60,8 @@ def eml_filename(now: datetime | None = None) -> str:
 
 def save_eml(outbox: Path, data: bytes, now: datetime | None = None) -> Path:
     """Write ``data`` to a new ``.eml`` in ``outbox`` atomically; return its path."""
-    outbox.mkdir(parents=True, exist_ok=True)
     target = outbox / eml_filename(now)
-    fd, tmp_name = tempfile.mkstemp(dir=outbox, prefix=".incoming-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    write_atomically(target, data, temp_prefix=".incoming-")
     return target
 
 
