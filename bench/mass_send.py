@@ -38,6 +38,7 @@ from shared.db import get_engine, migrate, session_scope
 from shared.mail.dkim import DkimAlgorithm, generate_key
 from shared.secretbox import SecretBox, generate_master_key
 from shared.settings import Settings
+from tests.mass_mailer.designs import one_column
 from tests.servers.kafka import KafkaBroker
 from tests.servers.procs import free_port
 from tests.servers.smtp import PostfixSmtpSink
@@ -68,13 +69,7 @@ def design_20kb() -> dict:
         },
         {"tagName": "mj-text", "attributes": {}, "content": '<a href="{{ links.unsubscribe }}">Abmelden</a>'},
     ]
-    column = {"tagName": "mj-column", "attributes": {}, "children": texts}
-    section = {"tagName": "mj-section", "attributes": {}, "children": [column]}
-    return {
-        "tagName": "mjml",
-        "attributes": {},
-        "children": [{"tagName": "mj-body", "attributes": {}, "children": [section]}],
-    }
+    return one_column(*texts)
 
 
 def seed(url: str, settings: Settings, recipients: int, sink_port: int, pool_size: int) -> int:

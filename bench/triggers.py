@@ -45,6 +45,7 @@ from services.mass_mailer.templates.render import render_design
 from shared.db import migrate, session_scope
 from shared.secretbox import generate_master_key
 from shared.timeutil import as_utc
+from tests.mass_mailer.designs import one_column, text
 from tests.servers.kafka import KafkaBroker
 from tests.servers.procs import free_port
 from tests.servers.smtp import PostfixSmtpSink
@@ -56,29 +57,7 @@ TEXT = (
     "Hello {{ contact.first_name }}, you are registered for {{ event.name }} on {{ event.start_date }} "
     "at {{ event.start_time }} ({{ event.location }}). Add it to your calendar: {{ links.calendar }}"
 )
-DESIGN = {
-    "tagName": "mjml",
-    "attributes": {},
-    "children": [
-        {
-            "tagName": "mj-body",
-            "attributes": {},
-            "children": [
-                {
-                    "tagName": "mj-section",
-                    "attributes": {},
-                    "children": [
-                        {
-                            "tagName": "mj-column",
-                            "attributes": {},
-                            "children": [{"tagName": "mj-text", "attributes": {}, "content": TEXT}],
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+DESIGN = one_column(text(TEXT))
 
 
 def seed_template(url: str) -> int:

@@ -16,6 +16,7 @@ from tests.event_triggers.conftest import trigger_settings
 from tests.event_triggers.helpers import event_message, parse_ics, publish, registration_message
 from tests.event_triggers.test_transitions import create_trigger
 from tests.integration.harness import AUTH, eventually, running
+from tests.mass_mailer.designs import one_column, text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,29 +24,7 @@ BODY = (
     "Hello {{ contact.first_name }}, see you at {{ event.name }} on {{ event.start_date }} "
     "at {{ event.start_time }} ({{ registration.role }}). Calendar: {{ links.calendar }}"
 )
-DESIGN = {
-    "tagName": "mjml",
-    "attributes": {},
-    "children": [
-        {
-            "tagName": "mj-body",
-            "attributes": {},
-            "children": [
-                {
-                    "tagName": "mj-section",
-                    "attributes": {},
-                    "children": [
-                        {
-                            "tagName": "mj-column",
-                            "attributes": {},
-                            "children": [{"tagName": "mj-text", "attributes": {}, "content": BODY}],
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+DESIGN = one_column(text(BODY))
 
 
 async def create_template(mailer, settings, body: dict) -> int:

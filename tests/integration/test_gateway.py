@@ -11,6 +11,7 @@ import pytest
 from services.mass_mailer.app import create_app as create_mailer
 from shared.secretbox import generate_master_key
 from tests.integration.harness import AUTH, consume, eventually, running, service_settings
+from tests.mass_mailer.designs import one_column, text
 from tests.servers.smtp import replies
 
 pytestmark = pytest.mark.timeout(240)
@@ -191,15 +192,14 @@ async def test_a_given_message_id_header_is_used(settings, kafka_broker, smtp_si
 
 
 async def test_template_mail_is_rendered_from_merge_data(settings, kafka_broker, smtp_sink):
-    design = {
-        "tagName": "mjml",
-        "children": [{"tagName": "mj-body", "children": [{"tagName": "mj-section", "children": [
-            {"tagName": "mj-column", "children": [
-                {"tagName": "mj-text", "content": "Hello {{ contact.first_name | default('guest') }}, see you at {{ event.name }}."},
-                {"tagName": "mj-button", "attributes": {"href": "{{ links.calendar }}"}, "content": "Add to calendar"},
-            ]},
-        ]}]}],
-    }  # fmt: skip
+    design = one_column(
+        text("Hello {{ contact.first_name | default('guest') }}, see you at {{ event.name }}."),
+        {
+            "tagName": "mj-button",
+            "attributes": {"href": "{{ links.calendar }}"},
+            "content": "Add to calendar",
+        },
+    )
     async with running(create_mailer, settings) as client:
         created = await client.post(
             "/v1/templates",

@@ -14,42 +14,12 @@ from shared.db import in_transaction
 from shared.secretbox import generate_master_key
 from shared.settings import Settings
 from tests.integration.harness import AUTH, eventually, service_settings
+from tests.mass_mailer.designs import one_column, text
 
-DESIGN = {
-    "tagName": "mjml",
-    "attributes": {},
-    "children": [
-        {
-            "tagName": "mj-body",
-            "attributes": {},
-            "children": [
-                {
-                    "tagName": "mj-section",
-                    "attributes": {},
-                    "children": [
-                        {
-                            "tagName": "mj-column",
-                            "attributes": {},
-                            "children": [
-                                {
-                                    "tagName": "mj-text",
-                                    "attributes": {},
-                                    "content": 'Hallo {{ contact.first_name | default("Kunde") }}, '
-                                    "Ihre Stadt: {{ contact.custom.city }}",
-                                },
-                                {
-                                    "tagName": "mj-button",
-                                    "attributes": {"href": "{{ links.unsubscribe }}"},
-                                    "content": "Abmelden",
-                                },
-                            ],
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+DESIGN = one_column(
+    text('Hallo {{ contact.first_name | default("Kunde") }}, Ihre Stadt: {{ contact.custom.city }}'),
+    {"tagName": "mj-button", "attributes": {"href": "{{ links.unsubscribe }}"}, "content": "Abmelden"},
+)
 SUBJECT = 'News für {{ contact.first_name | default("Kunde") }}'
 
 
