@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.event_triggers import storage
 from services.event_triggers.dispatcher import Dispatcher
-from services.event_triggers.group_commit import GroupCommit
+from shared.group_commit import GroupCommit
 from services.event_triggers.rules import CORRELATION_PREFIX
 from shared.consumer import subscribe
 from shared.contracts import DeliveryEvent, MassEventChanged, RegistrationChanged, TemplateChanged

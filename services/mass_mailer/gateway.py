@@ -28,8 +28,8 @@ from services.mass_mailer.models import OutboundMessage
 from services.mass_mailer.senders import ResolvedSender
 from services.mass_mailer.sending import SendingResources
 from shared.contracts import DeliveryEvent, DeliveryStatus, OutboundEmail
-from shared.db import in_transaction
 from shared.errors import PermanentError
+from shared.group_commit import TransactionBatcher
 from shared.mail.compose import (
     CompositionError,
     MailAddress,
@@ -41,7 +41,6 @@ from shared.mail.compose import (
 from shared.mail.smtp import Outcome
 from shared.metrics import MAILS_FAILED, MAILS_SENT
 from shared.service import ServiceContext
-from shared.topics import MAIL_DELIVERY_EVENTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,16 +90,24 @@ class Gateway:
         self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.claims = itertools.count()
         self.sending = SendingResources(context.database_url, context.settings)
-        self.events = context.broker.publisher(
-            context.settings.topic(MAIL_DELIVERY_EVENTS), title="delivery events"
-        )
+        # Concurrent mails' small transactions (claim, sending, handed_over, finish) commit together.
+        self.batcher = TransactionBatcher(context.database_url)
 
     # -- entry points ------------------------------------------------------------------------
 
     async def handle(self, request: OutboundEmail) -> None:
-        """Kafka path: record the request (idempotent), then try to send it now."""
-        row = await self.db(store.accept, request, self.settings.gateway_retry_deadline_s)
-        await self.process(row.id)  # type: ignore[arg-type]
+        """Kafka path: record the request (idempotent) and claim it in one step, then send it now."""
+        token = f"{self.owner}:{next(self.claims)}"
+        row = await self.db(
+            store.accept_and_claim,
+            request,
+            token,
+            deadline_s=self.settings.gateway_retry_deadline_s,
+            lease_s=self.settings.gateway_lease_s,
+        )
+        if row is None:
+            return  # another instance holds it; if that one dies, its lease expires
+        await self._advance_leased(row)
 
     async def sweep_forever(self) -> None:
         """Retries that are due, events not yet published, rows of instances that died."""
@@ -131,10 +138,13 @@ class Gateway:
         row = await self.db(store.claim, row_id, token, self.settings.gateway_lease_s)
         if row is None:
             return  # another instance holds it; if that one dies, its lease expires
+        await self._advance_leased(row)
+
+    async def _advance_leased(self, row: OutboundMessage) -> None:
         try:
             await self._advance(row)
         except store.LeaseLost:
-            log.warning("lost the lease on outbound message %s; leaving it", row_id)
+            log.warning("lost the lease on outbound message %s; leaving it", row.id)
 
     async def _advance(self, row: OutboundMessage) -> None:
         if row.status == "handed_over":
@@ -146,10 +156,8 @@ class Gateway:
             await self.finish(row, changes)
             return
         if row.status in store.FINAL:
-            if row.events_pending:
-                await self.publish_events(row, row.recipient_status)
-            else:
-                await self.release(row)
+            # events_pending: a row finished by an older version that published events itself
+            await self.finish(row, row.recipient_status if row.events_pending else {})
             return
         if row.status in ("queued", "deferred") and row.next_attempt_at > store.now():
             await self.release(row)  # a redelivered request whose retry is not due yet
@@ -237,42 +245,46 @@ class Gateway:
         await self.finish(row, {**changes, **step.changes}, **extra)
 
     async def finish(self, row: OutboundMessage, changes: dict[str, list[str]], **values: object) -> None:
-        """Store the recipients' new statuses with their events pending, publish, clear the flag."""
+        """Store the recipients' new statuses, queue one delivery event per changed recipient in
+        the outbox and give up the lease: one transaction, so no status change loses its event."""
         recipient_status = {**row.recipient_status, **changes}
         status = rules.row_status(recipient_status)
-        await self.db(
-            store.transition,
-            row.id,
-            row.lease_owner,
-            status=status,
-            recipient_status=recipient_status,
-            events_pending=True,
-            **values,
-        )
         row.status, row.recipient_status = status, recipient_status
         for field, value in values.items():
             setattr(row, field, value)
-        await self.publish_events(row, changes)
+        await self.db(
+            store.finish,
+            row.id,
+            row.lease_owner,
+            self.delivery_events(row, changes),
+            status=status,
+            recipient_status=recipient_status,
+            **values,
+        )
+        if changes:
+            self.context.outbox.wake()
 
-    async def publish_events(self, row: OutboundMessage, changes: dict[str, list[str]]) -> None:
-        """One delivery event per changed recipient; ids are deterministic, so a republish after a
-        crash is recognisably the same event."""
+    @staticmethod
+    def delivery_events(row: OutboundMessage, changes: dict[str, list[str]]) -> list[DeliveryEvent]:
+        """Event ids are deterministic, so a repeat after a crash is recognisably the same event."""
+        events = []
         for recipient, (status, reason) in changes.items():
             attempt = row.attempts if status == "deferred" else 0
-            event = DeliveryEvent(
-                message_id=event_id(row.correlation_id, recipient, status, attempt),
-                correlation_id=row.correlation_id,
-                recipient=recipient,
-                status=DeliveryStatus(status),
-                source="gateway",
-                smtp_code=row.smtp_code,
-                enhanced_code=row.enhanced_code,
-                reason=reason or None,
-                message_id_header=row.message_id_header,
-                attempt=max(row.attempts, 1),
+            events.append(
+                DeliveryEvent(
+                    message_id=event_id(row.correlation_id, recipient, status, attempt),
+                    correlation_id=row.correlation_id,
+                    recipient=recipient,
+                    status=DeliveryStatus(status),
+                    source="gateway",
+                    smtp_code=row.smtp_code,
+                    enhanced_code=row.enhanced_code,
+                    reason=reason or None,
+                    message_id_header=row.message_id_header,
+                    attempt=max(row.attempts, 1),
+                )
             )
-            await self.events.publish(event.model_dump(mode="json"), key=row.correlation_id.encode())
-        await self.release(row, events_pending=False)
+        return events
 
     async def release(self, row: OutboundMessage, **values: object) -> None:
         await self.db(store.transition, row.id, row.lease_owner, lease_owner=None, lease_until=None, **values)
@@ -284,7 +296,7 @@ class Gateway:
         return [r for r in row.recipients.split(",") if r]
 
     async def db(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
-        return await in_transaction(self.context.database_url, work, *args, **kwargs)
+        return await self.batcher.run(work, *args, **kwargs)
 
     async def render_template(self, request: OutboundEmail) -> OutboundEmail:
         """Fill subject/html/text from the template's current version and the merge data."""

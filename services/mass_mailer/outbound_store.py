@@ -14,7 +14,9 @@ from sqlmodel import Session, col, select
 
 from services.mass_mailer.contacts import is_suppressed
 from services.mass_mailer.models import Contact, OutboundMessage, Suppression
-from shared.contracts import OutboundEmail
+from shared.contracts import DeliveryEvent, OutboundEmail
+from shared.outbox import enqueue
+from shared.topics import MAIL_DELIVERY_EVENTS
 
 FINAL = ("sent", "failed")
 
@@ -44,6 +46,21 @@ def accept(session: Session, request: OutboundEmail, deadline_s: float) -> Outbo
     session.add(row)
     session.flush()
     return row
+
+
+def accept_and_claim(
+    session: Session, request: OutboundEmail, token: str, *, deadline_s: float, lease_s: float
+) -> OutboundMessage | None:
+    """accept() and claim() in one transaction: the common path of a fresh request."""
+    row = accept(session, request, deadline_s)
+    return claim(session, row.id, token, lease_s)  # type: ignore[arg-type]
+
+
+def finish(session: Session, row_id: int, token: str, events: list[DeliveryEvent], **values: Any) -> None:
+    """Final (or deferred) statuses, their delivery events in the outbox, and the lease given up."""
+    transition(session, row_id, token, events_pending=False, lease_owner=None, lease_until=None, **values)
+    for event in events:
+        enqueue(session, MAIL_DELIVERY_EVENTS, event, key=event.correlation_id)
 
 
 def claim(session: Session, row_id: int, token: str, lease_s: float) -> OutboundMessage | None:
