@@ -2,6 +2,7 @@
 Kafka, Postfix smtp-sink, two sender processes on this machine.
 
     uv run python bench/mass_send.py [--recipients N | --quick] [--processes 2]
+                                     [--size 3000] [--no-dkim] [--json]
 
 Contacts, a target group, the template (MJML rendered once), a DKIM key and a sender identity
 are seeded straight into a SQLite database; the mass mailer processes (the real service:
@@ -10,11 +11,17 @@ few seconds ahead. Measured from the scheduled time to the last 250 reply counte
 ``msgs_per_s`` = N / that time; ``p99_ms`` = 99th percentile of the per-recipient latency from the
 scheduled time to its recorded 250 (sent_at); ``peak_rss_mb`` = the largest peak RSS (VmHWM) of any
 service process. Last line: ``RESULT msgs_per_s=... p99_ms=... peak_rss_mb=...``.
+
+``--size 3000`` sends issue 7's comparison workload instead (bench/peers/workload.py: the same
+~3 KB newsletter text and recipient list every peer gets, personalised with the recipient's
+name and address; ours also carries the HTML alternative MJML renders, so our message is the
+larger one). ``--no-dkim`` sends unsigned; ``--json`` ends with a JSON object instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
+from bench.peers import workload
 from services.mass_mailer.audience.models import TargetGroup, TargetGroupMember
 from services.mass_mailer.mailings.models import Delivery, Mailing
 from services.mass_mailer.models import Contact, DkimKeyRecord, SenderIdentity
@@ -38,7 +46,7 @@ from shared.db import get_engine, migrate, session_scope
 from shared.mail.dkim import DkimAlgorithm, generate_key
 from shared.secretbox import SecretBox, generate_master_key
 from shared.settings import Settings
-from tests.mass_mailer.designs import one_column
+from tests.mass_mailer.designs import one_column, text
 from tests.servers.kafka import KafkaBroker
 from tests.servers.procs import free_port
 from tests.servers.smtp import PostfixSmtpSink
@@ -72,36 +80,60 @@ def design_20kb() -> dict:
     return one_column(*texts)
 
 
-def seed(url: str, settings: Settings, recipients: int, sink_port: int, pool_size: int) -> int:
+def design_comparison() -> dict:
+    """The peers' newsletter text (workload.bulk_template) as MJML, one paragraph per block."""
+    greeting, body, footer = workload.bulk_template("plain")
+    greeting = greeting.replace("{name}", "{{ contact.first_name }} {{ contact.last_name }}")
+    footer = footer.replace("{email}", "{{ contact.email }}")
+    blocks = [p for p in (greeting + body + footer).split("\n\n") if p.strip()]
+    return one_column(*(text("<p>" + block.replace("\n", "<br>") + "</p>") for block in blocks))
+
+
+def contact_rows(recipients: int, comparison: bool, moment: datetime) -> list[dict]:
+    if comparison:
+        people = [(name.split(" ", 1), email) for name, email in workload.recipients(recipients)]
+    else:
+        people = [([f"Vorname{i}", "Nachname"], f"r{i:07d}@example{i % 50}.org") for i in range(recipients)]
+    return [
+        {
+            "contact_id": f"c{i:07d}",
+            "email": email,
+            "first_name": names[0],
+            "last_name": names[1],
+            "language": "de",
+            "custom_fields": {"city": f"Stadt {i % 100}"},
+            "email_opt_out": False,
+            "unsubscribed": False,
+            "bounced": False,
+            "complained": False,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        for i, (names, email) in enumerate(people)
+    ]
+
+
+def seed(
+    url: str,
+    settings: Settings,
+    recipients: int,
+    sink_port: int,
+    pool_size: int,
+    *,
+    comparison: bool = False,
+    dkim: bool = True,
+) -> int:
     migrate("mass_mailer", url)
     box = SecretBox.from_settings(settings)
     key = generate_key("example.com", "bench", DkimAlgorithm.RSA)
-    rendered = render_design(design_20kb())
-    engine = get_engine(url)
+    rendered = render_design(design_comparison() if comparison else design_20kb())
     moment = datetime.now(UTC)
+    rows = contact_rows(recipients, comparison, moment)
+    engine = get_engine(url)
     with Session(engine) as session:
         for start in range(0, recipients, 10_000):
             stop = min(recipients, start + 10_000)
-            session.execute(
-                insert(Contact),
-                [
-                    {
-                        "contact_id": f"c{i:07d}",
-                        "email": f"r{i:07d}@example{i % 50}.org",
-                        "first_name": f"Vorname{i}",
-                        "last_name": "Nachname",
-                        "language": "de",
-                        "custom_fields": {"city": f"Stadt {i % 100}"},
-                        "email_opt_out": False,
-                        "unsubscribed": False,
-                        "bounced": False,
-                        "complained": False,
-                        "created_at": moment,
-                        "updated_at": moment,
-                    }
-                    for i in range(start, stop)
-                ],
-            )
+            session.execute(insert(Contact), rows[start:stop])
             session.execute(
                 insert(TargetGroupMember),
                 [
@@ -133,10 +165,11 @@ def seed(url: str, settings: Settings, recipients: int, sink_port: int, pool_siz
                 relay_port=sink_port,
                 relay_tls="none",
                 pool_size=pool_size,
-                dkim_domain="example.com",
+                dkim_domain="example.com" if dkim else None,
             )
         )
-        template = template_store.create_template(session, {"name": "Bench", "subject": SUBJECT}, rendered)
+        subject = workload.BULK_SUBJECT if comparison else SUBJECT
+        template = template_store.create_template(session, {"name": "Bench", "subject": subject}, rendered)
         version = template.current_version_id
         mailing = Mailing(
             name="bench",
@@ -177,7 +210,16 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=32, help="SMTP connections per process")
     parser.add_argument("--concurrency", type=int, default=96, help="messages in flight per process")
     parser.add_argument("--profile", help="write cProfile stats of each service process to PATH.<pid>")
+    parser.add_argument(
+        "--size",
+        type=int,
+        help=f"{workload.BULK_SIZE}: issue 7's comparison newsletter (bench/peers/workload.py)",
+    )
+    parser.add_argument("--no-dkim", action="store_true", help="send unsigned")
+    parser.add_argument("--json", action="store_true", help="end with a JSON object instead of RESULT")
     args = parser.parse_args()
+    if args.size is not None and args.size != workload.BULK_SIZE:
+        parser.error(f"--size: only the comparison workload's {workload.BULK_SIZE} bytes exists")
     recipients = 5_000 if args.quick else args.recipients
 
     work = Path(tempfile.mkdtemp(prefix="mass-send-"))
@@ -191,7 +233,15 @@ def main() -> None:
     try:
         settings = Settings(master_key=master, data_dir=work)
         t0 = time.monotonic()
-        mailing_id = seed(url, settings, recipients, sink.port, args.pool_size)
+        mailing_id = seed(
+            url,
+            settings,
+            recipients,
+            sink.port,
+            args.pool_size,
+            comparison=args.size is not None,
+            dkim=not args.no_dkim,
+        )
         print(f"seeded {recipients} contacts in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         env = {
             **os.environ,
@@ -263,10 +313,22 @@ def main() -> None:
             f"load average {load:.1f} on {os.cpu_count()} cores",
             file=sys.stderr,
         )
-        print(
-            f"RESULT msgs_per_s={recipients / elapsed:.0f} p99_ms={p99:.0f} peak_rss_mb={peak:.0f} "
-            f"msgs_per_cpu_s={recipients / max(cpu, 0.001):.0f}"
-        )
+        figures = {
+            "msgs_per_s": round(recipients / elapsed, 1),
+            "seconds": round(elapsed, 2),
+            "p99_ms": round(p99),
+            "peak_rss_mb": round(peak),
+            "msgs_per_cpu_s": round(recipients / max(cpu, 0.001)),
+            "recipients": recipients,
+            "dkim": not args.no_dkim,
+        }
+        if args.json:
+            print(json.dumps(figures))
+        else:
+            print(
+                f"RESULT msgs_per_s={figures['msgs_per_s']:.0f} p99_ms={p99:.0f} peak_rss_mb={peak:.0f} "
+                f"msgs_per_cpu_s={figures['msgs_per_cpu_s']}"
+            )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
