@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from services.event_triggers import storage
 from services.event_triggers.dispatcher import Dispatcher
-from shared.group_commit import GroupCommit
 from services.event_triggers.rules import CORRELATION_PREFIX
 from shared.consumer import subscribe
 from shared.contracts import DeliveryEvent, MassEventChanged, RegistrationChanged, TemplateChanged
 from shared.db import in_transaction
+from shared.group_commit import GroupCommit
 from shared.service import ServiceContext
 from shared.topics import CRM_MASS_EVENTS, CRM_REGISTRATIONS, MAIL_DELIVERY_EVENTS, MAIL_TEMPLATES
 

@@ -35,9 +35,9 @@ from shared.mail.compose import (
     MailAddress,
     MailDraft,
     OutgoingAttachment,
-    compose,
     new_message_id,
 )
+from shared.mail.fastmime import compose_bytes
 from shared.mail.smtp import Outcome
 from shared.metrics import MAILS_FAILED, MAILS_SENT
 from shared.service import ServiceContext
@@ -192,14 +192,13 @@ class Gateway:
             row.message_id_header or request.message_id_header or new_message_id(self.settings.mail_domain)
         )
         try:
-            message = compose(draft_from_request(request, sender, message_id), self.settings.mail_domain)
+            raw = compose_bytes(draft_from_request(request, sender, message_id), self.settings.mail_domain)
         except (CompositionError, PermanentError) as exc:
             MAILS_FAILED.labels(self.context.name, "invalid").inc()
             await self.finish(
                 row, {**changes, **{r: ["failed", str(exc)] for r in pending}}, last_error=str(exc)
             )
             return
-        raw = message.as_bytes()
         if sender.dkim_keys:
             raw = self.sending.signer(sender).sign(raw)
 

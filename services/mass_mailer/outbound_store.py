@@ -25,13 +25,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def accept(session: Session, request: OutboundEmail, deadline_s: float) -> OutboundMessage:
-    """The row for ``request.correlation_id``, created on first sight (idempotency)."""
+def accept_and_claim(
+    session: Session, request: OutboundEmail, token: str, *, deadline_s: float, lease_s: float
+) -> OutboundMessage | None:
+    """The row for ``request.correlation_id`` (created on first sight: idempotency), leased to
+    ``token``; None if another claim holds it. A new row is born leased (no second statement)."""
     row = session.exec(
         select(OutboundMessage).where(OutboundMessage.correlation_id == request.correlation_id)
     ).first()
     if row is not None:
-        return row
+        return claim(session, row.id, token, lease_s)  # type: ignore[arg-type]
     arrived = now()
     row = OutboundMessage(
         correlation_id=request.correlation_id,
@@ -42,18 +45,12 @@ def accept(session: Session, request: OutboundEmail, deadline_s: float) -> Outbo
         deadline_at=arrived + timedelta(seconds=deadline_s),
         created_at=arrived,
         updated_at=arrived,
+        lease_owner=token,
+        lease_until=arrived + timedelta(seconds=lease_s),
     )
     session.add(row)
     session.flush()
     return row
-
-
-def accept_and_claim(
-    session: Session, request: OutboundEmail, token: str, *, deadline_s: float, lease_s: float
-) -> OutboundMessage | None:
-    """accept() and claim() in one transaction: the common path of a fresh request."""
-    row = accept(session, request, deadline_s)
-    return claim(session, row.id, token, lease_s)  # type: ignore[arg-type]
 
 
 def finish(session: Session, row_id: int, token: str, events: list[DeliveryEvent], **values: Any) -> None:
@@ -76,6 +73,7 @@ def claim(session: Session, row_id: int, token: str, lease_s: float) -> Outbound
             )
         )
         .values(lease_owner=token, lease_until=moment + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -91,6 +89,7 @@ def transition(session: Session, row_id: int, token: str, **values: Any) -> None
         update(OutboundMessage)
         .where(and_(col(OutboundMessage.id) == row_id, col(OutboundMessage.lease_owner) == token))
         .values(**values)
+        .execution_options(synchronize_session=False)  # rows are re-read where needed
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"outbound message {row_id} is no longer leased by {token}")

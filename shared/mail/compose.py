@@ -41,9 +41,10 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+_DECODED_BREAK = re.compile(r"[\r\n\x85\u2028\u2029]")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 
-_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
+MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
 
 
 class MsgIdListHeader:
@@ -57,7 +58,7 @@ class MsgIdListHeader:
 
     @classmethod
     def parse(cls, value: str, kwds: dict[str, object]) -> None:
-        ids = _MSG_ID.findall(value)
+        ids = MSG_ID.findall(value)
         if " ".join(ids) != " ".join(value.split()):
             raise CompositionError(f"not a list of message ids: {value[:100]!r}")
         kwds["parse_tree"] = None
@@ -119,8 +120,8 @@ class MailDraft(BaseModel):
 
 
 def clean_header_value(value: str, field: str) -> str:
-    """Collapse line breaks and tabs to spaces and refuse other control characters."""
-    flattened = re.sub(r"[\r\n\t]+", " ", value)
+    """Collapse line breaks (also Unicode ones) and tabs to spaces; refuse other control characters."""
+    flattened = re.sub(r"[\r\n\t\x85\u2028\u2029]+", " ", value)
     if _CONTROL.search(flattened):
         raise CompositionError(f"{field} contains control characters")
     return flattened.strip()
@@ -129,7 +130,7 @@ def clean_header_value(value: str, field: str) -> str:
 def safe_filename(name: str) -> str:
     """An attachment name with no path, no control characters and a sane length."""
     name = unicodedata.normalize("NFC", name)
-    name = _CONTROL.sub("", name.replace("\x00", ""))
+    name = _CONTROL.sub("", re.sub(r"[\x00\x85\u2028\u2029]", "", name))
     name = re.split(r"[\\/]", name)[-1].strip().lstrip(".")
     name = name[:200]
     return name or "attachment"
@@ -177,7 +178,7 @@ def compose(draft: MailDraft, mail_domain: str) -> EmailMessage:
     if draft.references:
         msg["References"] = " ".join(clean_header_value(r, "references") for r in draft.references)
     for name, value in draft.headers.items():
-        if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+        if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
             raise CompositionError(f"header name {name!r} is not allowed")
         msg[name] = clean_header_value(value, f"header {name}")
 
@@ -215,4 +216,21 @@ def compose(draft: MailDraft, mail_domain: str) -> EmailMessage:
             )
         else:
             msg.add_attachment(attachment.content, maintype, subtype, filename=filename)
+    _refuse_decoded_line_breaks(msg)
     return msg
+
+
+def _refuse_decoded_line_breaks(msg: EmailMessage) -> None:
+    """The stdlib decodes RFC 2047 encoded words in the values it is given (also inside quoted
+    display names) and writes the decoded text back out: an ASCII subject or name like
+    ``=?utf-8?q?a=0D=0ABcc:_x?=`` would become a real Bcc line. So every header is folded as it
+    will be sent, and each line after its first must be a continuation."""
+    for part in msg.walk():
+        for name, value in part.items():
+            try:
+                folded = part.policy.fold(name, value)
+            except ValueError as exc:  # the stdlib's own refusal of a decoded line break
+                raise CompositionError(f"{name.lower()} contains an encoded line break") from exc
+            lines = re.split(r"\r\n|\r|\n", folded.rstrip("\r\n"))
+            if _DECODED_BREAK.search(str(value)) or any(line[:1] not in (" ", "\t") for line in lines[1:]):
+                raise CompositionError(f"{name.lower()} contains an encoded line break")

@@ -74,8 +74,15 @@ async def produce(bootstrap: str, topic: str, values: list[bytes | dict], key: b
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
-    """Read ``count`` records from the start of ``topic`` (any partition)."""
+async def consume(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout: float = 30.0,
+    done: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
+    """Read ``count`` records from the start of ``topic`` (any partition); with ``done``, read
+    until it says the records so far are enough (at-least-once topics may repeat records)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
@@ -83,7 +90,9 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if done(records) if done is not None else len(records) >= count:
+                break
             batch = await consumer.getmany(timeout_ms=500)
             for items in batch.values():
                 records.extend(items)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session, select
 
-from services.mass_mailer.mailings import fastmime, links, store
+from services.mass_mailer.mailings import links, store
 from services.mass_mailer.mailings.models import Mailing, RateState
 from services.mass_mailer.mailings.ratelimit import RateLimiter
 from services.mass_mailer.mailings.writer import DeliveryWriter
@@ -32,6 +32,7 @@ from services.mass_mailer.senders import ResolvedSender
 from services.mass_mailer.sending import SendingResources
 from shared.contracts import BulkBatch
 from shared.db import in_transaction
+from shared.mail import fastmime
 from shared.mail.compose import CompositionError, MailAddress
 from shared.mail.smtp import Outcome, SendResult
 from shared.metrics import MAILS_FAILED, MAILS_SENT

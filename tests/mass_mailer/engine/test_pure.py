@@ -136,7 +136,7 @@ def test_fast_composer_builds_what_the_stdlib_parses_and_dkim_verifies():
 
     import dkim
 
-    from services.mass_mailer.mailings import fastmime
+    from shared.mail import fastmime
     from shared.mail.compose import CompositionError, MailAddress
     from shared.mail.dkim import DkimAlgorithm, DkimSigner, generate_key
 
