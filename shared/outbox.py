@@ -120,17 +120,30 @@ class OutboxRelay:
         rows = await in_transaction(self.database_url, claim_batch, token, self.batch, self.lease_s)
         if not rows:
             return 0
+        # All sends are queued first and confirmed together: one produce request carries many
+        # events instead of one round trip each. aiokafka keeps order within a partition.
+        # Only the confirmed prefix is removed: anything after a failure is sent again (and
+        # recognised by its message_id), so a key's events never overtake each other.
+        pending: list[asyncio.Future[Any]] = []
         published: list[int] = []
         try:
             for row in rows:
-                await self.broker.publish(
-                    row.payload.encode(),
-                    self.settings.topic(row.topic),
-                    key=row.key.encode() if row.key else None,
-                    headers={"content-type": "application/json", **row.headers},
+                pending.append(
+                    await self.broker.publish(
+                        row.payload.encode(),
+                        self.settings.topic(row.topic),
+                        key=row.key.encode() if row.key else None,
+                        headers={"content-type": "application/json", **row.headers},
+                        no_confirm=True,
+                    )
                 )
-                published.append(row.id)  # type: ignore[arg-type]
         finally:
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            for row, outcome in zip(rows, outcomes, strict=False):
+                if isinstance(outcome, BaseException):
+                    log.warning("outbox relay: publishing to %s failed: %r; will retry", row.topic, outcome)
+                    break
+                published.append(row.id)  # type: ignore[arg-type]
             if published:
                 await in_transaction(self.database_url, remove, published)
         return len(published)
