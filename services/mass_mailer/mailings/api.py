@@ -7,22 +7,24 @@ import base64
 import html
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from services.mass_mailer.mailings import lifecycle, links, store
 from services.mass_mailer.mailings.models import Delivery, Mailing
 from services.mass_mailer.models import Contact
+from services.mass_mailer.templates.links import survey_valid_until
 from shared.apikeys import require_scope
 from shared.contracts import OutboundEmail
 from shared.contracts.base import EmailAddress
 from shared.db import in_transaction
 from shared.service import ServiceContext
+from shared.timeutil import as_utc
 from shared.topics import MAIL_OUTBOUND_TRANSACTIONAL
 
 T = TypeVar("T")
@@ -264,10 +266,13 @@ def routers(context: ServiceContext) -> list[APIRouter]:
 
     key_holder: list[bytes] = []
 
-    def subject_of(token: str) -> links.TokenSubject:
+    def link_key() -> bytes:
         if not key_holder:
             key_holder.append(links.link_key(settings))
-        found = links.read_token(key_holder[0], token)
+        return key_holder[0]
+
+    def subject_of(token: str) -> links.TokenSubject:
+        found = links.read_token(link_key(), token)
         if found is None:
             raise HTTPException(404, "this link is not valid")
         return found
@@ -318,13 +323,19 @@ def routers(context: ServiceContext) -> list[APIRouter]:
 
             compiled = compiled_version(session, mailing.template_version_id)
             urls = links.recipient_links(settings.mailing_public_url, token)
+            survey = ""
+            if mailing.survey_url:
+                sent = as_utc(mailing.started_at) if mailing.started_at else datetime.now(UTC)
+                until = survey_valid_until(sent, compiled.survey_valid_days)
+                survey_token = links.make_survey_token(link_key(), mailing.id or 0, found.contact_id, until)
+                survey = links.survey_link(settings.mailing_public_url, survey_token)
             data = contact.model_dump(include={"first_name", "last_name", "email", "language"})
             return compiled.render(
                 contact={**data, "custom": dict(contact.custom_fields or {})},
                 links={
                     "unsubscribe": urls.unsubscribe,
                     "online_view": urls.online_view,
-                    "survey": mailing.survey_url or "",
+                    "survey": survey,
                     "calendar": mailing.calendar_url or "",
                 },
             ).html
@@ -333,5 +344,26 @@ def routers(context: ServiceContext) -> list[APIRouter]:
         if body is None:
             raise HTTPException(404, "this mailing is no longer available")
         return HTMLResponse(body)
+
+    @public.get("/m/survey/{token}", summary="Survey link: to the survey while it is valid")
+    async def survey(token: str) -> Response:
+        found = links.read_survey_token(link_key(), token)
+        if found is None:
+            raise HTTPException(404, "this link is not valid")
+        if found.expired(datetime.now(UTC)):
+            closed = found.valid_until.strftime("%Y-%m-%d %H:%M UTC") if found.valid_until else ""
+            return HTMLResponse(
+                page("Survey closed", f"<h1>This survey has closed</h1><p>It closed on {closed}.</p>"),
+                status_code=410,
+            )
+
+        def target_of(session: Session) -> str | None:
+            mailing = session.get(Mailing, found.mailing_id)
+            return mailing.survey_url if mailing is not None else None
+
+        target = await in_transaction(url, target_of)
+        if not target:
+            raise HTTPException(404, "this survey is no longer available")
+        return RedirectResponse(target, status_code=303)
 
     return [api, public]

@@ -2,7 +2,9 @@
 
 An unsubscribe/view token is ``<mailing>.<contact, base64url>.<HMAC-SHA256 truncated to 128 bits>``
 over (mailing, contact): it names its contact, so it cannot be turned into another contact's
-link without the key. VERP: ``bounce+<mailing>.<delivery>.<mac>@<bounce domain>``.
+link without the key. A survey token adds when it stops working (Unix seconds, 0 = never),
+under the MAC too, so it cannot be extended. VERP: ``bounce+<mailing>.<delivery>.<mac>@<bounce
+domain>``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from shared.settings import Settings
@@ -71,9 +74,46 @@ def read_token(key: bytes, token: str) -> TokenSubject | None:
     except (ValueError, UnicodeDecodeError):
         return None
     expected = _mac(key, "u", parts[0], contact_id)
-    if not hmac.compare_digest(expected, parts[2]):
+    # bytes: compare_digest raises TypeError on non-ASCII str (a hostile URL must be a 404)
+    if not hmac.compare_digest(expected.encode(), parts[2].encode()):
         return None
     return TokenSubject(int(parts[0]), contact_id)
+
+
+def make_survey_token(key: bytes, mailing_id: int, contact_id: str, valid_until: datetime | None) -> str:
+    until = str(int(valid_until.timestamp())) if valid_until is not None else "0"
+    mac = _mac(key, "s", str(mailing_id), contact_id, until)
+    return f"{mailing_id}.{_b64(contact_id.encode())}.{until}.{mac}"
+
+
+@dataclass(frozen=True)
+class SurveySubject:
+    mailing_id: int
+    contact_id: str
+    valid_until: datetime | None
+
+    def expired(self, now: datetime) -> bool:
+        return self.valid_until is not None and now >= self.valid_until
+
+
+def read_survey_token(key: bytes, token: str) -> SurveySubject | None:
+    """What a survey token was made for, or None when it is malformed or forged."""
+    parts = token.split(".")
+    if len(parts) != 4 or not parts[0].isdigit() or not parts[2].isdigit() or len(token) > 420:
+        return None
+    try:
+        contact_id = _unb64(parts[1]).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = _mac(key, "s", parts[0], contact_id, parts[2])
+    if not hmac.compare_digest(expected.encode(), parts[3].encode()):
+        return None
+    until = int(parts[2])
+    return SurveySubject(int(parts[0]), contact_id, datetime.fromtimestamp(until, UTC) if until else None)
+
+
+def survey_link(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/m/survey/{quote(token, safe='')}"
 
 
 def verp_address(key: bytes, mailing_id: int, delivery_id: int, domain: str) -> str:

@@ -30,6 +30,7 @@ from services.mass_mailer.mailings.ratelimit import RateLimiter
 from services.mass_mailer.mailings.writer import DeliveryWriter
 from services.mass_mailer.senders import ResolvedSender
 from services.mass_mailer.sending import SendingResources
+from services.mass_mailer.templates.links import survey_valid_until
 from shared.contracts import BulkBatch
 from shared.db import in_transaction
 from shared.mail import fastmime
@@ -37,6 +38,7 @@ from shared.mail.compose import CompositionError, MailAddress
 from shared.mail.smtp import Outcome, SendResult
 from shared.metrics import MAILS_FAILED, MAILS_SENT
 from shared.settings import Settings
+from shared.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +54,7 @@ class MailingView:
     survey_url: str | None
     calendar_url: str | None
     loaded: float
+    started_at: datetime | None = None
 
 
 def pixel_tag(url: str) -> str:
@@ -169,12 +172,17 @@ class BulkSender:
     ) -> tuple[bytes, str]:
         token = links.make_token(self.key, mailing_id, claimed.contact_id)
         urls = links.recipient_links(self.settings.mailing_public_url, token)
+        survey = ""
+        if view.survey_url:
+            until = survey_valid_until(view.started_at or datetime.now(UTC), template.survey_valid_days)
+            survey_token = links.make_survey_token(self.key, mailing_id, claimed.contact_id, until)
+            survey = links.survey_link(self.settings.mailing_public_url, survey_token)
         rendered = template.render(
             contact=claimed.contact,
             links={
                 "unsubscribe": urls.unsubscribe,
                 "online_view": urls.online_view,
-                "survey": view.survey_url or "",
+                "survey": survey,
                 "calendar": view.calendar_url or "",
             },
         )
@@ -274,7 +282,12 @@ class BulkSender:
             if row is None:
                 return None
             return MailingView(
-                row.status, row.sender_identity, row.survey_url, row.calendar_url, time.monotonic()
+                row.status,
+                row.sender_identity,
+                row.survey_url,
+                row.calendar_url,
+                time.monotonic(),
+                as_utc(row.started_at) if row.started_at else None,
             )
 
         view = await self.db(load)

@@ -19,7 +19,9 @@ from tests.mass_mailer.designs import one_column, text
 DESIGN = one_column(
     text('Hallo {{ contact.first_name | default("Kunde") }}, Ihre Stadt: {{ contact.custom.city }}'),
     {"tagName": "mj-button", "attributes": {"href": "{{ links.unsubscribe }}"}, "content": "Abmelden"},
+    {"tagName": "mj-button", "attributes": {"href": "{{ links.survey }}"}, "content": "Umfrage"},
 )
+SURVEY_URL = "https://survey.example.org/q/1"
 SUBJECT = 'News für {{ contact.first_name | default("Kunde") }}'
 
 
@@ -106,6 +108,7 @@ async def create_mailing(client: Any, template_id: int, *, group_id: str = "g1",
             "target_group_id": group_id,
             "template_id": template_id,
             "sender_identity": "News",
+            "survey_url": SURVEY_URL,
         },
     )
     assert reply.status_code == 201, reply.text

@@ -12,6 +12,7 @@ import pytest
 from shared.contracts import DeliveryEvent, DeliveryStatus
 from tests.integration.harness import AUTH, eventually, produce, running
 from tests.mass_mailer.engine.conftest import (
+    SURVEY_URL,
     contacts_csv,
     create_identity,
     create_mailing,
@@ -94,8 +95,15 @@ async def test_scheduled_mailing_reaches_every_eligible_contact_once(
             signed = re.search(r"h=([^;]+);", str(parsed["DKIM-Signature"]).replace(" ", ""))[1].split(":")
             assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject"} <= set(signed)
 
-        # One-click unsubscribe: POST to the header's URL (RFC 8058).
+        # The survey button goes through our signed, time-limited link to the mailing's survey.
         first = messages[0]
+        html_body = first.message.get_body(("html",)).get_content()
+        survey = re.search(r'href="https://mailer\.example\.com/p(/m/survey/[^"]+)"', html_body)
+        assert survey is not None, "no survey link in the message"
+        redirect = await client.get(survey[1])
+        assert redirect.status_code == 303 and redirect.headers["location"] == SURVEY_URL
+
+        # One-click unsubscribe: POST to the header's URL (RFC 8058).
         url = re.search(r"<(https://[^>]+)>", str(first.message["List-Unsubscribe"]))[1]
         path = urlsplit(url).path.removeprefix("/p")
         page = await client.get(path)
