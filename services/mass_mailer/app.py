@@ -1,6 +1,7 @@
 """Mass mailer service: ``faststream run services.mass_mailer.app:app``."""
 
 from services.mass_mailer import api, api_senders
+from services.mass_mailer.editor import api as editor_api
 from services.mass_mailer.handlers import register_consumers
 from services.mass_mailer.mailings import engine
 from services.mass_mailer.templates import api as templates_api
@@ -19,6 +20,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
             *api_senders.routers(context),
             *templates_api.routers(context),
             *engine.routers(context),
+            *editor_api.routers(context),
         ],
         settings=settings,
     )
