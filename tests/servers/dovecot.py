@@ -33,13 +33,15 @@ listen = 127.0.0.1
 hostname = mail.example.test
 postmaster_address = postmaster@example.test
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 auth_username_format = %Ln
 {ssl}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN {d}/passwd
 }}
+{oauth_passdb}
 userdb {{
   driver = static
   args = uid={uid} gid={gid} home={d}/mail/%u
@@ -66,16 +68,24 @@ class DovecotServer(Server):
 
     ``ssl=True``: STARTTLS on ``imap_port`` plus implicit TLS on ``imaps_port``, with a
     self-signed certificate at ``cert_path`` (SAN IP:127.0.0.1) for clients to trust.
+    ``oauth2_introspection_url``: XOAUTH2/OAUTHBEARER logins, checked against that RFC 7662
+    introspection endpoint (it must answer {"active": true, "username": ...}).
     stop() keeps the mailboxes, start() again reuses them; close() deletes everything.
     """
 
     host = "127.0.0.1"
 
     def __init__(
-        self, users: Mapping[str, str] | None = None, *, ssl: bool = False, start_timeout: float = 15.0
+        self,
+        users: Mapping[str, str] | None = None,
+        *,
+        ssl: bool = False,
+        oauth2_introspection_url: str | None = None,
+        start_timeout: float = 15.0,
     ) -> None:
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.ssl = ssl
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.start_timeout = start_timeout
         # Short path: unix sockets live in run/ (108-byte limit; pytest's tmp_path is too long).
         self.dir = Path(tempfile.mkdtemp(prefix="dv-", dir="/tmp"))
@@ -103,8 +113,23 @@ class DovecotServer(Server):
                 f"  inet_listener imaps {{\n    address = 127.0.0.1\n"
                 f"    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
             )
+        oauth_mechanisms, oauth_passdb = "", ""
+        if self.oauth2_introspection_url:
+            # XOAUTH2/OAUTHBEARER: Dovecot asks the introspection endpoint (RFC 7662) about the token.
+            (d / "oauth2.conf.ext").write_text(
+                f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                "force_introspection = yes\n"
+            )
+            oauth_mechanisms = " xoauth2 oauthbearer"
+            oauth_passdb = (
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {d}/oauth2.conf.ext\n}}\n"
+            )
         (d / "dovecot.conf").write_text(
             CONF.format(
+                oauth_mechanisms=oauth_mechanisms,
+                oauth_passdb=oauth_passdb,
                 d=d,
                 uid=pw.pw_uid,
                 gid=pw.pw_gid,
