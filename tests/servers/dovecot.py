@@ -38,8 +38,7 @@ auth_username_format = %Ln
 {ssl}
 passdb {{
   driver = passwd-file
-  mechanisms = plain login
-  args = scheme=PLAIN {d}/passwd
+  args = scheme=PLAIN {d}/passwd{passwd_mechanisms}
 }}
 {oauth_passdb}
 userdb {{
@@ -69,7 +68,8 @@ class DovecotServer(Server):
     ``ssl=True``: STARTTLS on ``imap_port`` plus implicit TLS on ``imaps_port``, with a
     self-signed certificate at ``cert_path`` (SAN IP:127.0.0.1) for clients to trust.
     ``oauth2_introspection_url``: XOAUTH2/OAUTHBEARER logins, checked against that RFC 7662
-    introspection endpoint (it must answer {"active": true, "username": ...}).
+    introspection endpoint (it must answer {"active": true, "username": ...}); passwords then
+    only serve PLAIN/LOGIN, so fill such a server over IMAP (APPEND), not LMTP.
     stop() keeps the mailboxes, start() again reuses them; close() deletes everything.
     """
 
@@ -113,7 +113,7 @@ class DovecotServer(Server):
                 f"  inet_listener imaps {{\n    address = 127.0.0.1\n"
                 f"    port = {self.imaps_port}\n    ssl = yes\n  }}\n"
             )
-        oauth_mechanisms, oauth_passdb = "", ""
+        oauth_mechanisms, oauth_passdb, passwd_mechanisms = "", "", ""
         if self.oauth2_introspection_url:
             # XOAUTH2/OAUTHBEARER: Dovecot asks the introspection endpoint (RFC 7662) about the token.
             (d / "oauth2.conf.ext").write_text(
@@ -122,6 +122,7 @@ class DovecotServer(Server):
                 "force_introspection = yes\n"
             )
             oauth_mechanisms = " xoauth2 oauthbearer"
+            passwd_mechanisms = "\n  mechanisms = plain login"
             oauth_passdb = (
                 f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
                 f"  args = {d}/oauth2.conf.ext\n}}\n"
@@ -130,6 +131,7 @@ class DovecotServer(Server):
             CONF.format(
                 oauth_mechanisms=oauth_mechanisms,
                 oauth_passdb=oauth_passdb,
+                passwd_mechanisms=passwd_mechanisms,
                 d=d,
                 uid=pw.pw_uid,
                 gid=pw.pw_gid,
