@@ -132,6 +132,15 @@ def _triggers(session: Session, event_id: str, *, actions: tuple[str, ...] | Non
     return list(session.exec(query).all())
 
 
+def _active_triggers(session: Session, event_id: str, actions: tuple[str, ...]) -> list[Trigger]:
+    """An event's active triggers for ``actions``, read once per transaction: a group commit
+    applies many registrations of the same event in one session."""
+    cache: dict[str, list[Trigger]] = session.info.setdefault("event_triggers", {})
+    if event_id not in cache:
+        cache[event_id] = _triggers(session, event_id)
+    return [t for t in cache[event_id] if t.action in actions]
+
+
 def _cancel_pending(session: Session, condition: Any, reason: str) -> None:
     session.execute(
         update(ScheduledSend)
@@ -158,6 +167,7 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
     current state plan nothing new, and the (trigger, registration) unique key stops doubles.
     """
     registration = session.get(Registration, message.registration_id)
+    first_sight = registration is None  # then no send can exist for it yet
     occurred = as_utc(message.occurred_at)
     if registration is not None and occurred < as_utc(registration.updated_at):
         return False
@@ -194,17 +204,21 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
     due_now = False
     action = rules.transition_action(old_status, new_status)
     if action is not None and not event.cancelled:
-        for trigger in _triggers(session, event.event_id, actions=(action,)):
+        for trigger in _active_triggers(session, event.event_id, (action,)):
             if rules.matches(_filter(trigger), _registrant(registration)):
-                due_now |= _add_send(session, trigger, registration, now)
-    scheduled = _triggers(session, event.event_id, actions=SCHEDULED_ACTIONS)
+                due_now |= _add_send(session, trigger, registration, now, known_new=first_sight)
+    scheduled = _active_triggers(session, event.event_id, SCHEDULED_ACTIONS)
     if new_status in rules.ACTIVE_STATUSES and not event.cancelled:
-        existing = {
-            s.trigger_id: s
-            for s in session.exec(
-                select(ScheduledSend).where(ScheduledSend.registration_id == registration.registration_id)
-            ).all()
-        }
+        existing = (
+            {}
+            if first_sight or not scheduled
+            else {
+                s.trigger_id: s
+                for s in session.exec(
+                    select(ScheduledSend).where(ScheduledSend.registration_id == registration.registration_id)
+                ).all()
+            }
+        )
         for trigger in scheduled:
             if rules.matches(_filter(trigger), _registrant(registration)):
                 due = _due(trigger, event)
@@ -222,15 +236,18 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
     return due_now
 
 
-def _add_send(session: Session, trigger: Trigger, registration: Registration, due: datetime) -> bool:
-    exists = session.exec(
-        select(ScheduledSend.id).where(
-            ScheduledSend.trigger_id == trigger.id,
-            ScheduledSend.registration_id == registration.registration_id,
-        )
-    ).first()
-    if exists is not None:
-        return False
+def _add_send(
+    session: Session, trigger: Trigger, registration: Registration, due: datetime, *, known_new: bool = False
+) -> bool:
+    if not known_new:
+        exists = session.exec(
+            select(ScheduledSend.id).where(
+                ScheduledSend.trigger_id == trigger.id,
+                ScheduledSend.registration_id == registration.registration_id,
+            )
+        ).first()
+        if exists is not None:
+            return False
     session.add(
         ScheduledSend(
             trigger_id=trigger.id or 0,
@@ -253,7 +270,7 @@ def _plan(
 ) -> None:
     """Create or move a scheduled send; revive a cancelled one only if it is still ahead."""
     if row is None:
-        _add_send(session, trigger, registration, due)
+        _add_send(session, trigger, registration, due, known_new=True)
     elif row.status == "pending":
         row.due_at, row.updated_at = due.astimezone(UTC), utcnow()
         session.add(row)
