@@ -100,7 +100,7 @@ class OutboxRelay:
         *,
         poll_s: float = 0.5,
         batch: int = 500,
-        lease_s: float = 30.0,
+        lease_s: float = 10.0,  # how long a dead relay's claimed batch waits for another relay
     ) -> None:
         self.broker = broker
         self.settings = settings
