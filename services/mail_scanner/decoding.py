@@ -12,6 +12,8 @@ import binascii
 import codecs
 import quopri
 import re
+from email.utils import getaddresses
+from functools import lru_cache
 
 # Names seen in the wild mapped to the codec that really decodes them (supersets preferred:
 # GB2312 senders routinely use GBK/GB18030 characters, Big5 senders HKSCS, and so on).
@@ -154,7 +156,10 @@ def decode_header_value(value: str | None, hint: str | None = None) -> str:
     ``hint`` is the body's charset, used for raw 8-bit bytes in the header."""
     if not value:
         return ""
-    value = repair_surrogates(str(value), hint)
+    value = str(value)
+    if value.isascii() and "=?" not in value and "\n" not in value:
+        return _CONTROL.sub("", value.rstrip())  # nothing to decode or unfold: the common case
+    value = repair_surrogates(value, hint)
     value = re.sub(r"\r?\n([ \t])", r"\1", value).rstrip()
     out: list[str] = []
     pending: bytes = b""
@@ -187,3 +192,10 @@ def decode_header_value(value: str | None, hint: str | None = None) -> str:
     out.append(value[pos:])
     text = "".join(out)
     return _CONTROL.sub("", text)
+
+
+@lru_cache(maxsize=4096)
+def address_pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """``email.utils.getaddresses([raw])``, remembered: the same To/From values recur in every
+    mail of an inbox, and the stdlib's strict address parsing is a large part of a parse."""
+    return tuple(getaddresses([raw]))

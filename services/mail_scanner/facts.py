@@ -44,6 +44,7 @@ class MailFacts:
     headers: list[tuple[str, str]] = field(default_factory=list)
     size: int = 0
     error: str | None = None
+    raw_sha256: str = ""  # of the raw bytes, when computed with the parse (parse_for_import)
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -75,7 +76,8 @@ def _ids(value: Any) -> list[str]:
     return [v for v in value or [] if isinstance(v, str)]
 
 
-def facts_from(parsed: Any, prefix: str) -> MailFacts:
+def facts_from(parsed: Any, prefix: str, numbered: bool = False) -> MailFacts:
+    """``numbered``: the parser already looked for ticket numbers with ``prefix``."""
     facts = MailFacts(size=int(getattr(parsed, "size", 0) or 0))
     facts.from_email = (getattr(parsed, "from_email", None) or "").lower()
     facts.from_name = getattr(parsed, "from_display_name", None) or ""
@@ -115,21 +117,28 @@ def facts_from(parsed: Any, prefix: str) -> MailFacts:
     facts.headers = [(str(k), str(v)) for k, v in getattr(parsed, "headers", []) or []]
     facts.error = getattr(parsed, "error", None)
     number = getattr(parsed, "ticket_number", None)
-    facts.ticket_number = number or references.ticket_number_from(facts.subject, facts.text, prefix)
+    if number or numbered:
+        facts.ticket_number = number
+    else:
+        facts.ticket_number = references.ticket_number_from(facts.subject, facts.text, prefix)
     return facts
 
 
 def parse(raw: bytes, prefix: str) -> MailFacts:
-    try:
-        parsed = parse_message(raw, ticket_prefix=prefix)  # type: ignore[call-arg]
-    except TypeError:
-        parsed = parse_message(raw)
-    return facts_from(parsed, prefix)
+    return facts_from(parse_message(raw, ticket_prefix=prefix), prefix, numbered=True)
+
+
+def parse_for_import(raw: bytes, prefix: str) -> MailFacts:
+    """``parse`` plus the raw mail's sha256: all the CPU work of an import that needs no
+    database, so it can run in a worker process (the result pickles)."""
+    facts = parse(raw, prefix)
+    facts.raw_sha256 = hashlib.sha256(raw).hexdigest()
+    return facts
 
 
 def fingerprint(facts: MailFacts, raw: bytes) -> str:
     """Message-ID + Date + size hash: the identity of a mail across UIDVALIDITY changes (mail
     without a Message-ID is identified by its bytes instead)."""
-    identity = facts.message_id or hashlib.sha256(raw).hexdigest()
+    identity = facts.message_id or facts.raw_sha256 or hashlib.sha256(raw).hexdigest()
     key = f"{identity}\x00{facts.date or ''}\x00{len(raw)}"
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()

@@ -7,6 +7,7 @@ retried with backoff. IMAP calls block, which is why this is a thread and not a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -18,17 +19,19 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from sqlmodel import col, select
+from sqlalchemy import delete, select
+from sqlmodel import col
 
-from services.mail_scanner import accounts, oauth
-from services.mail_scanner.facts import parse
+from services.mail_scanner import accounts, oauth, parsepool
 from services.mail_scanner.intake import Engine, FetchedMail, LeaseLost, checkpoint, import_batch, renew_lease
 from services.mail_scanner.models import PendingAction, ScannerAccount
 from shared.db import session_scope
+from shared.metrics import IMAP_ERRORS
 from shared.secretbox import SecretBox
 
 log = logging.getLogger(__name__)
 SEEN = b"\\Seen"
+PIPELINE_DEPTH = 2  # batches fetched and being parsed ahead of the one being imported
 DELETED = b"\\Deleted"
 
 
@@ -69,6 +72,27 @@ def list_folders(account: ScannerAccount, secret: str, timeout_s: float) -> list
 def _quietly(call: Callable[[], Any]) -> None:
     with contextlib.suppress(Exception):
         call()
+
+
+def _buffered(client: IMAPClient) -> bool:
+    """Whether a server line already waits in a buffer, where polling the socket (as
+    idle_check does) never sees it: imaplib reads through a buffered file, so an EXISTS sent
+    together with IDLE's "+" continuation can sit there (and TLS keeps decrypted bytes of its
+    own). Missing it stalls the account until the next line arrives."""
+    sock = client.socket()
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    file = getattr(client._imap, "file", None)
+    if file is None:
+        return False
+    sock.setblocking(False)
+    try:
+        return bool(file.peek(1))
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.setblocking(True)
+        client._set_read_timeout()
 
 
 def _announces_mail(response: Any) -> bool:
@@ -161,6 +185,7 @@ class AccountWorker(threading.Thread):
                 return
             except Exception as exc:
                 log.warning("account %s: %s", self.account_id, describe(exc))
+                IMAP_ERRORS.labels(account=str(self.account_id)).inc()
                 try:
                     self._state("error", describe(exc))
                 except Exception:
@@ -195,13 +220,21 @@ class AccountWorker(threading.Thread):
             self._renew()
             self.stopping.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
+    def _version(self) -> tuple[bool, Any] | None:
+        account = self._account()
+        return None if account is None else (account.active, account.updated_at)
+
     def _idle(self, client: IMAPClient, folder: str, others: bool) -> None:
         info = client.select_folder(folder)
         if int(info.get(b"UIDNEXT", 0)) > self._uidnext.get(folder, 0):
             return  # mail arrived since the last sync, before IDLE could report it
+        # SELECT's own EXISTS count is no news: without this, IDLE ends at once (a busy loop that
+        # never renews the lease while idle)
+        getattr(client._imap, "untagged_responses", {}).pop("EXISTS", None)
         limit = self.settings.scanner_idle_renew_s
         if others:
             limit = min(limit, self.settings.scanner_poll_interval_s)
+        version, checked = self._version(), self._renewed
         client.idle()
         started = time.monotonic()
         try:
@@ -210,12 +243,24 @@ class AccountWorker(threading.Thread):
                 return
             while not self.stopping.is_set() and time.monotonic() - started < limit:
                 self._renew()
-                if any(_announces_mail(r) for r in client.idle_check(timeout=1.0)):
+                if self._renewed != checked:  # with each lease renewal: changed via the API?
+                    checked = self._renewed
+                    if self._version() != version:
+                        return
+                if _buffered(client):
+                    return  # idle_done() reads it; the next sync looks
+                waited = time.monotonic()
+                responses = client.idle_check(timeout=1.0)
+                if any(_announces_mail(r) for r in responses):
                     return
+                if not responses and time.monotonic() - waited < 0.9:
+                    return  # readable but no line: the server hung up (idle_done raises: reconnect)
         finally:
             client.idle_done()
 
     def _sync(self, client: IMAPClient, account: ScannerAccount, folder: str) -> None:
+        """Import the folder's new mail, batch by batch, as a pipeline: while the database
+        imports batch n, the parse workers parse the next batches, fetched before."""
         info = client.select_folder(folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
         self._uidnext[folder] = int(info.get(b"UIDNEXT", 0))
@@ -225,61 +270,86 @@ class AccountWorker(threading.Thread):
             criteria.append("UNSEEN")
         uids = sorted(u for u in client.search(criteria) if u > last)
         batch = self.settings.scanner_batch_size
+        waiting: collections.deque[tuple[list[FetchedMail], parsepool.Parsing]] = collections.deque()
         for start in range(0, len(uids), batch):
             if self.stopping.is_set():
                 return
-            chunk = uids[start : start + batch]
-            sizes = client.fetch(chunk, ["RFC822.SIZE"])
-            small = [
-                u
-                for u in chunk
-                if u in sizes and sizes[u][b"RFC822.SIZE"] <= self.settings.scanner_max_message_bytes
-            ]
-            bodies = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
-            mails = [
-                FetchedMail(uid=u, size=int(sizes[u][b"RFC822.SIZE"]), raw=bodies.get(u, {}).get(b"BODY[]"))
-                for u in chunk
-                if u in sizes and (u in bodies or u not in small)
-            ]
-            if not mails:
-                continue
-            for item in mails:
-                if item.raw is not None and item.size <= self.settings.scanner_max_message_bytes:
-                    with contextlib.suppress(
-                        Exception
-                    ):  # a failure shows again (and is recorded) in the import
-                        item.facts = parse(item.raw, self.engine.prefix)
-            args = (self.engine, self.account_id, self.token, folder, uidvalidity, mails)
-            try:
-                result = self._db(import_batch, *args)
-            except LeaseLost:
-                raise
-            except Exception:
-                log.warning("account %s: batch import failed; retrying mail by mail", self.account_id)
-                result = self._db(functools.partial(import_batch, careful=True), *args)
-            self._renewed = time.monotonic()
-            if result.events:
-                self.on_events()
-            self._apply_pending(client)
-            client.select_folder(folder)
+            mails = self._fetch(client, uids[start : start + batch])
+            if mails:
+                raws = [
+                    m.raw
+                    for m in mails
+                    if m.raw is not None and m.size <= self.settings.scanner_max_message_bytes
+                ]
+                waiting.append((mails, parsepool.Parsing(raws, self.engine.prefix)))  # type: ignore[arg-type]
+            if len(waiting) > PIPELINE_DEPTH:
+                self._import(client, folder, uidvalidity, *waiting.popleft())
+        while waiting and not self.stopping.is_set():
+            self._import(client, folder, uidvalidity, *waiting.popleft())
 
-    def _apply_pending(self, client: IMAPClient) -> None:
-        rows: list[PendingAction] = self._db(
+    def _fetch(self, client: IMAPClient, chunk: list[int]) -> list[FetchedMail]:
+        sizes = client.fetch(chunk, ["RFC822.SIZE"])
+        small = [
+            u
+            for u in chunk
+            if u in sizes and sizes[u][b"RFC822.SIZE"] <= self.settings.scanner_max_message_bytes
+        ]
+        bodies = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
+        return [
+            FetchedMail(uid=u, size=int(sizes[u][b"RFC822.SIZE"]), raw=bodies.get(u, {}).get(b"BODY[]"))
+            for u in chunk
+            if u in sizes and (u in bodies or u not in small)
+        ]
+
+    def _import(
+        self,
+        client: IMAPClient,
+        folder: str,
+        uidvalidity: int,
+        mails: list[FetchedMail],
+        parsing: parsepool.Parsing,
+    ) -> None:
+        parsed = iter(parsing.result())
+        for item in mails:
+            if item.raw is not None and item.size <= self.settings.scanner_max_message_bytes:
+                item.facts = next(parsed)  # None: parsed (and a failure recorded) in the import
+        args = (self.engine, self.account_id, self.token, folder, uidvalidity, mails)
+        try:
+            result = self._db(import_batch, *args)
+        except LeaseLost:
+            raise
+        except Exception:
+            log.warning("account %s: batch import failed; retrying mail by mail", self.account_id)
+            result = self._db(functools.partial(import_batch, careful=True), *args)
+        self._renewed = time.monotonic()
+        if result.events:
+            self.on_events()
+        self._apply_pending(client, (folder, uidvalidity))
+
+    def _apply_pending(self, client: IMAPClient, selected: tuple[str, int] | None = None) -> None:
+        """Do the mailbox changes the imports decided; ``selected``: the folder that is selected
+        and its UIDVALIDITY, which needs no new SELECT (and stays selected)."""
+        table = PendingAction.__table__  # plain rows: no ORM objects for a batch's worth of flags
+        rows: list[Any] = self._db(
             lambda s: list(
-                s.exec(
-                    select(PendingAction)
-                    .where(PendingAction.account_id == self.account_id)
-                    .order_by(col(PendingAction.id))
+                s.execute(
+                    select(table).where(table.c.account_id == self.account_id).order_by(table.c.id)
                 ).all()
             )
         )
         if not rows:
             return
-        groups: dict[tuple[str, int], list[PendingAction]] = {}
+        groups: dict[tuple[str, int], list[Any]] = {}
         for row in rows:
             groups.setdefault((row.folder, row.uidvalidity), []).append(row)
         done: list[int] = []
+        elsewhere = False
         for (folder, uidvalidity), actions in groups.items():
+            if (folder, uidvalidity) == selected:
+                self._perform(client, actions)
+                done.extend(a.id for a in actions if a.id is not None)
+                continue
+            elsewhere = True
             try:
                 info = client.select_folder(folder)
             except IMAPClientError:
@@ -288,14 +358,11 @@ class AccountWorker(threading.Thread):
             if int(info[b"UIDVALIDITY"]) == uidvalidity:
                 self._perform(client, actions)
             done.extend(a.id for a in actions if a.id is not None)
-        self._db(
-            lambda s: [
-                s.delete(r)
-                for r in s.exec(select(PendingAction).where(col(PendingAction.id).in_(done))).all()
-            ]
-        )
+        self._db(lambda s: s.execute(delete(PendingAction).where(col(PendingAction.id).in_(done))))
+        if elsewhere and selected is not None:
+            client.select_folder(selected[0])
 
-    def _perform(self, client: IMAPClient, actions: list[PendingAction]) -> None:
+    def _perform(self, client: IMAPClient, actions: list[Any]) -> None:
         seen = [a.uid for a in actions if a.action == "seen"]
         if seen:
             client.add_flags(seen, [SEEN], silent=True)

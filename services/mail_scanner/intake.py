@@ -20,12 +20,12 @@ from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
 from services.mail_scanner import tickets
+from services.mail_scanner.batch import Batch, CommentRef, current
 from services.mail_scanner.blobs import store_blob
-from services.mail_scanner.facts import MailFacts, fingerprint, parse
+from services.mail_scanner.facts import MailFacts, fingerprint, parse, parse_for_import
 from services.mail_scanner.models import (
     ErrorMail,
     FolderCheckpoint,
-    ImportedMail,
     PendingAction,
     ScannerAccount,
     ScannerRule,
@@ -141,17 +141,41 @@ def import_batch(
     mails: list[FetchedMail],
     careful: bool = False,
 ) -> BatchResult:
-    """Import a batch in the caller's transaction. The fast path runs without savepoints; if it
-    fails, the caller rolls back and retries with ``careful=True``, where each mail has its own
-    savepoint and a mail that fails goes to the error folder."""
+    """Import a batch in the caller's transaction. The fast path collects the rows of all mails
+    and writes them together (``batch.Batch``); if it fails, the caller rolls back and retries
+    with ``careful=True``, where each mail has its own savepoint and a mail that fails goes to
+    the error folder."""
     renew_lease(session, account_id, token, engine.settings.scanner_lease_s)
     account = session.get(ScannerAccount, account_id)
     assert account is not None
     last = checkpoint(session, account_id, folder, uidvalidity)
     rules = load_rules(session, account_id)
     result = BatchResult()
+    todo = [m for m in sorted(mails, key=lambda m: m.uid) if m.uid > last]
+    for mail in todo:
+        if (
+            mail.facts is None
+            and mail.raw is not None
+            and mail.size <= engine.settings.scanner_max_message_bytes
+        ):
+            mail.facts = parse_for_import(mail.raw, engine.prefix)
     with session.no_autoflush:
-        _import_all(session, engine, account, folder, uidvalidity, mails, rules, last, careful, result)
+        if careful:
+            for mail in todo:
+                _import_carefully(session, engine, account, folder, uidvalidity, mail, rules, result)
+        else:
+            batch = _begin(session, engine, account, todo)
+            try:
+                for mail in todo:
+                    outcome, events = _import_one(
+                        session, engine, account, folder, uidvalidity, mail, rules, batch
+                    )
+                    result.outcomes[mail.uid] = outcome
+                    result.events += events
+                batch.finish(session, tickets.acknowledger(engine, batch))
+                result.events += batch.acks_sent
+            finally:
+                session.info.pop("ms_batch", None)
     newest = max([last, *(m.uid for m in mails)])
     if newest > last:
         _advance(session, account_id, folder, uidvalidity, last, newest)
@@ -160,40 +184,50 @@ def import_batch(
     return result
 
 
-def _import_all(
+def _begin(session: Session, engine: Engine, account: ScannerAccount, mails: list[FetchedMail]) -> Batch:
+    """A batch for ``mails``, with what they need from the database read in a few queries."""
+    batch = Batch(
+        account_id=account.id or 0, prefix=engine.prefix, start=engine.settings.scanner_ticket_start
+    )
+    parsed = [(m, m.facts) for m in mails if m.raw is not None and m.facts is not None]
+    batch.prefetch(
+        session,
+        fingerprints=[fingerprint(f, m.raw) for m, f in parsed if m.raw is not None],
+        senders=[f.from_email for _m, f in parsed],
+        digests=[d for _m, f in parsed for d in (f.raw_sha256, *(a.sha256 for a in f.attachments))],
+    )
+    session.info["ms_batch"] = batch
+    return batch
+
+
+def _import_carefully(
     session: Session,
     engine: Engine,
     account: ScannerAccount,
     folder: str,
     uidvalidity: int,
-    mails: list[FetchedMail],
+    mail: FetchedMail,
     rules: list[tuple[int | None, RuleIn]],
-    last: int,
-    careful: bool,
     result: BatchResult,
 ) -> None:
-    account_id = account.id
-    for mail in sorted(mails, key=lambda m: m.uid):
-        if mail.uid <= last:
-            continue
-        if not careful:
-            outcome, events = _import_one(session, engine, account, folder, uidvalidity, mail, rules)
-            result.outcomes[mail.uid] = outcome
-            result.events += events
-            continue
-        try:
-            with session.begin_nested():
-                outcome, events = _import_one(session, engine, account, folder, uidvalidity, mail, rules)
-        except Exception as exc:  # one hostile mail must not block the inbox
-            session.info.pop("ms_blobs_added", None)  # may name rows the savepoint rolled back
-            session.info.pop("ms_fingerprints", None)
-            log.exception("account %s: mail uid %s could not be imported", account_id, mail.uid)
-            outcome, events = "error", 0
-            _to_error_folder(
-                session, account, folder, uidvalidity, mail, f"import failed: {type(exc).__name__}"
-            )
-        result.outcomes[mail.uid] = outcome
-        result.events += events
+    try:
+        with session.begin_nested():
+            batch = _begin(session, engine, account, [mail])
+            try:
+                outcome, events = _import_one(
+                    session, engine, account, folder, uidvalidity, mail, rules, batch
+                )
+                batch.finish(session, tickets.acknowledger(engine, batch))
+                events += batch.acks_sent
+            finally:
+                session.info.pop("ms_batch", None)
+    except Exception as exc:  # one hostile mail must not block the inbox
+        session.info.pop("ms_blobs_added", None)  # may name rows the savepoint rolled back
+        log.exception("account %s: mail uid %s could not be imported", account.id, mail.uid)
+        outcome, events = "error", 0
+        _to_error_folder(session, account, folder, uidvalidity, mail, f"import failed: {type(exc).__name__}")
+    result.outcomes[mail.uid] = outcome
+    result.events += events
 
 
 def _pending(
@@ -205,6 +239,10 @@ def _pending(
     action: str,
     target: str | None = None,
 ) -> None:
+    batch = current(session)
+    if batch is not None:
+        batch.action(folder, uidvalidity, uid, action, target)
+        return
     session.add(
         PendingAction(
             account_id=account.id,
@@ -251,6 +289,7 @@ def _import_one(
     uidvalidity: int,
     mail: FetchedMail,
     rules: list[tuple[int | None, RuleIn]],
+    batch: Batch,
 ) -> tuple[str, int]:
     settings = engine.settings
     if mail.raw is None or mail.size > settings.scanner_max_message_bytes:
@@ -263,25 +302,14 @@ def _import_one(
             f"too large: {mail.size} bytes (limit {settings.scanner_max_message_bytes})",
         )
         return "error", 0
-    facts = mail.facts or parse(mail.raw, engine.prefix)
+    facts = mail.facts or parse_for_import(mail.raw, engine.prefix)
     fp = fingerprint(facts, mail.raw)
-    batch: set[str] = session.info.setdefault("ms_fingerprints", set())
-    seen = (
-        fp in batch
-        or session.exec(
-            select(ImportedMail.id).where(
-                ImportedMail.account_id == account.id, ImportedMail.fingerprint == fp
-            )
-        ).first()
-        is not None
-    )
-    batch.add(fp)
+    seen = fp in batch.known_fingerprints
+    batch.known_fingerprints.add(fp)
     if seen:
         _pending(session, account, folder, uidvalidity, mail.uid, "seen")
         return "duplicate", 0
-    outcome, events, decision, ticket_id, comment_id = _handle(
-        session, engine, account, facts, mail.raw, rules
-    )
+    outcome, events, decision, ref = _handle(session, engine, account, facts, mail.raw, rules)
     if outcome == "unparseable":
         _to_error_folder(
             session,
@@ -293,11 +321,7 @@ def _import_one(
             facts,
         )
         return "error", 0
-    session.add(
-        ImportedMail(
-            account_id=account.id, fingerprint=fp, outcome=outcome, ticket_id=ticket_id, comment_id=comment_id
-        )  # type: ignore[arg-type]
-    )
+    batch.imported.append((fp, outcome, ref))
     if decision.ticket == "delete":
         _pending(session, account, folder, uidvalidity, mail.uid, "delete")
     else:
@@ -315,22 +339,22 @@ def _handle(
     facts: MailFacts,
     raw: bytes,
     rules: list[tuple[int | None, RuleIn]],
-) -> tuple[str, int, Decision, int | None, int | None]:
+) -> tuple[str, int, Decision, CommentRef | None]:
     settings = engine.settings
     nothing = Decision()
     if facts.header(settings.scanner_loop_header) is not None:
-        return "loop", 0, nothing, None, None
+        return "loop", 0, nothing, None
     if facts.from_email and facts.from_email in engine.own_addresses(account):
-        return "own_sender", 0, nothing, None, None
+        return "own_sender", 0, nothing, None
     if facts.kind == "bounce":
-        return "bounce", _publish_bounce(session, facts), nothing, None, None
+        return "bounce", _publish_bounce(session, facts), nothing, None
     if not facts.from_email:
-        return "unparseable", 0, nothing, None, None
+        return "unparseable", 0, nothing, None
     if facts.kind == "auto_reply":
-        return "auto_reply", 0, nothing, None, None
+        return "auto_reply", 0, nothing, None
     decision = decide(rules, facts.view())
     if decision.ticket in ("ignore", "delete"):
-        return decision.ticket, 0, decision, None, None
+        return decision.ticket, 0, decision, None
     return tickets.import_mail(session, engine, account, facts, raw, decision)
 
 

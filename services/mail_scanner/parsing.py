@@ -14,7 +14,7 @@ import re
 from email import message_from_bytes, policy
 from email.message import Message
 from email.policy import EmailPolicy
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -22,7 +22,13 @@ from pydantic import BaseModel, Field
 
 from services.mail_scanner.attachments import MAX_ATTACHMENT_BYTES, digests, sanitize_filename
 from services.mail_scanner.classify import BounceInfo, classify
-from services.mail_scanner.decoding import codec_for, decode_bytes, decode_header_value, repair_surrogates
+from services.mail_scanner.decoding import (
+    address_pairs,
+    codec_for,
+    decode_bytes,
+    decode_header_value,
+    repair_surrogates,
+)
 from services.mail_scanner.html_text import html_to_text, safe_html
 from services.mail_scanner.references import ticket_number_from
 from services.mail_scanner.reply_strip import strip_reply
@@ -151,7 +157,7 @@ def _addresses(raw: str, hint: str | None = None) -> list[ParsedAddress]:
     raw = re.sub(r"\r?\n[ \t]*", " ", raw)
     found: list[ParsedAddress] = []
     try:
-        pairs = getaddresses([raw])
+        pairs = list(address_pairs(raw))
     except Exception:
         pairs = []
     for display, email in pairs:
@@ -222,6 +228,12 @@ def _part_text(part: Message) -> str:
 
 
 def _filename(part: Message) -> str | None:
+    if not any(
+        "name" in str(value).lower()
+        for key, value in part.raw_items()
+        if key.lower() in ("content-type", "content-disposition")
+    ):
+        return None  # neither a filename nor a name parameter (the common body part)
     try:
         name = part.get_filename()
     except Exception:
@@ -501,19 +513,22 @@ def _scrub(value: Any) -> Any:
     """Raw 8-bit bytes survive the stdlib parser as surrogate escapes in any header-derived
     string (Message-IDs, content types, ...); decode them so the result is valid Unicode."""
     if isinstance(value, str):
-        if _ANY_SURROGATE.search(value):
+        if not value.isascii() and _ANY_SURROGATE.search(value):
             return _ANY_SURROGATE.sub("\ufffd", repair_surrogates(value))
         return value
     if isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            current = getattr(value, name)
-            if not isinstance(current, (bytes, int, float, bool, type(None))):
-                setattr(value, name, _scrub(current))
+        fields = value.__dict__  # pydantic keeps field values here; no validation on assignment
+        for name, current in fields.items():
+            if isinstance(current, (str, list, tuple, BaseModel)):
+                scrubbed = _scrub(current)
+                if scrubbed is not current:
+                    fields[name] = scrubbed
         return value
-    if isinstance(value, list):
-        return [_scrub(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_scrub(item) for item in value)
+    if isinstance(value, (list, tuple)):
+        items = [item if type(item) is str and item.isascii() else _scrub(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 
-from services.mail_scanner import accounts, tickets
+from services.mail_scanner import accounts, parsepool, tickets
 from services.mail_scanner.fetcher import AccountWorker
 from services.mail_scanner.intake import Engine
 from shared.db import in_transaction, session_scope
@@ -17,6 +18,7 @@ from shared.secretbox import SecretBox
 from shared.service import ServiceContext
 
 log = logging.getLogger(__name__)
+_running: set[Scanner] = set()  # the scanners of this process (they share the parse pool)
 
 
 def load_engine(context: ServiceContext, box: SecretBox) -> Engine:
@@ -51,6 +53,9 @@ class Scanner:
         def wake() -> None:
             loop.call_soon_threadsafe(self.context.outbox.wake)
 
+        _running.add(self)
+        # the parse workers start with the service, in the background (their imports take a while)
+        threading.Thread(target=parsepool.warm_up, name="parse-pool-warm-up", daemon=True).start()
         try:
             while True:
                 try:
@@ -91,3 +96,6 @@ class Scanner:
             except Exception:
                 log.exception("scanner: could not release account %s", account_id)
         self.workers.clear()
+        _running.discard(self)
+        if not _running:
+            await asyncio.to_thread(parsepool.shutdown, True)

@@ -6,9 +6,11 @@ transaction through the outbox.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,18 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from services.mail_scanner import references
-from services.mail_scanner.blobs import store_blob
+from services.mail_scanner.batch import Batch, CommentRef, NewTicket, current, ticket_event
 from services.mail_scanner.facts import MailFacts
 from services.mail_scanner.models import (
     AutoAck,
-    Requester,
     ScannerAccount,
     ScannerSecret,
     Ticket,
     TicketComment,
 )
 from services.mail_scanner.rules import Decision
-from shared.contracts.helpdesk import TicketEvent
 from shared.contracts.mail import OutboundEmail
 from shared.outbox import enqueue
 from shared.secretbox import SecretBox
@@ -37,7 +37,6 @@ from shared.topics import HELPDESK_TICKET_EVENTS, MAIL_OUTBOUND_TRANSACTIONAL
 if TYPE_CHECKING:
     from services.mail_scanner.intake import Engine
 
-EVENT_NAMESPACE = uuid.UUID("2b0d8c8e-61a4-4d0e-bb2f-1d5f0b7c9e33")
 _VALID_MSGID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>$")
 MAX_BODY_CHARS = 1_000_000
 
@@ -63,21 +62,13 @@ def signing_secret(session: Session, box: SecretBox) -> bytes:
 
 
 def emit(session: Session, ticket: Ticket, kind: str, comment_id: int | None = None, stamp: str = "") -> None:
-    event = TicketEvent(
-        message_id=uuid.uuid5(EVENT_NAMESPACE, f"{ticket.id}:{kind}:{comment_id}:{stamp}"),
-        kind=kind,  # type: ignore[arg-type]
-        ticket_number=ticket.number or "",
-        ticket_id=ticket.id or 0,
-        subject=ticket.subject[:2_000],
-        status=ticket.status,
-        requester=ticket.requester_email,
-        comment_id=comment_id,
-    )
+    event = ticket_event(ticket, kind, comment_id, stamp, ticket.status)
     enqueue(session, HELPDESK_TICKET_EVENTS, event, key=ticket.number)
 
 
 def find_ticket_for(session: Session, engine: Engine, facts: MailFacts) -> tuple[Ticket | None, str | None]:
     """The ticket a mail follows up, and a note when a reference was not accepted."""
+    batch = current(session)
     ticket_id = references.ticket_from_message_ids(
         facts.references + facts.in_reply_to, engine.secret, engine.settings.mail_domain
     )
@@ -86,7 +77,12 @@ def find_ticket_for(session: Session, engine: Engine, facts: MailFacts) -> tuple
         if ticket is not None:
             return ticket, None
     if facts.ticket_number:
-        ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number.upper())).first()
+        if batch is not None:  # the batch's new tickets get their numbers now
+            batch.flush_tickets(session)
+        ticket = batch.ticket_by_number(session, facts.ticket_number) if batch is not None else None
+        ticket = (
+            ticket or session.exec(select(Ticket).where(Ticket.number == facts.ticket_number.upper())).first()
+        )
         if ticket is None:
             ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number)).first()
         if ticket is not None:
@@ -99,11 +95,11 @@ def find_ticket_for(session: Session, engine: Engine, facts: MailFacts) -> tuple
     return None, None
 
 
-def _attachments(session: Session, facts: MailFacts) -> list[dict[str, Any]]:
+def _attachments(batch: Batch, facts: MailFacts) -> list[dict[str, Any]]:
     stored = []
     for item in facts.attachments[:200]:
         if item.content is not None and item.sha256:
-            store_blob(session, item.content, item.sha256)
+            batch.blob(item.content, item.sha256)
         stored.append(
             {
                 "filename": item.filename,
@@ -120,7 +116,7 @@ def _cc_of(engine: Engine, account: ScannerAccount, facts: MailFacts) -> list[st
     return [a for a in dict.fromkeys(facts.cc) if a not in ours and a != facts.from_email][:100]
 
 
-def _apply_fields(ticket: Ticket, decision: Decision) -> None:
+def _apply_fields(ticket: Ticket | NewTicket, decision: Decision) -> None:
     for name, value in decision.fields.items():
         if name != "status":
             setattr(ticket, name, value)
@@ -133,15 +129,29 @@ def import_mail(
     facts: MailFacts,
     raw: bytes,
     decision: Decision,
-) -> tuple[str, int, Decision, int | None, int | None]:
-    """Create a ticket or add a comment; returns (outcome, events, decision, ticket id, comment id)."""
-    raw_digest = store_blob(session, raw)
+) -> tuple[str, int, Decision, CommentRef]:
+    """Create a ticket or add a comment; returns (outcome, events, decision, the comment).
+
+    Inside an import batch (``batch.current``) the rows are written when the batch finishes
+    (the comment's ids are known then); without one, at once."""
+    batch = current(session)
+    if batch is None:
+        batch = Batch(
+            account_id=account.id or 0, prefix=engine.prefix, start=engine.settings.scanner_ticket_start
+        )
+        session.info["ms_batch"] = batch
+        try:
+            found = import_mail(session, engine, account, facts, raw, decision)
+            batch.finish(session, acknowledger(engine, batch))
+            return found
+        finally:
+            session.info.pop("ms_batch", None)
+    raw_digest = batch.blob(raw, facts.raw_sha256 or hashlib.sha256(raw).hexdigest())
     ticket, note = (None, None) if decision.ticket == "create" else find_ticket_for(session, engine, facts)
-    events = 0
     created = ticket is None
     if ticket is None:
-        requester = session.exec(select(Requester).where(Requester.email == facts.from_email)).first()
-        ticket = Ticket(
+        requester = batch.requester(session, facts.from_email)
+        ticket = NewTicket(
             account_id=account.id,
             subject=(references.strip_reply_prefixes(facts.subject) or "(no subject)")[:2_000],
             requester_email=facts.from_email,
@@ -150,9 +160,7 @@ def import_mail(
             cc=_cc_of(engine, account, facts),
             note=note,
         )
-        session.add(ticket)
-        session.flush()
-        ticket.number = f"{engine.prefix}{engine.settings.scanner_ticket_start + (ticket.id or 0)}"
+        batch.new_ticket(ticket)
     else:
         for address in _cc_of(engine, account, facts):
             if address not in ticket.cc and address != ticket.requester_email:
@@ -165,41 +173,41 @@ def import_mail(
         ticket.status = "open"
     if facts.message_id and _VALID_MSGID.match(facts.message_id):
         ticket.last_message_id = facts.message_id
-    ticket.updated_at = now()
-    session.add(ticket)
-    comment = TicketComment(
-        ticket_id=ticket.id,  # type: ignore[arg-type]
-        author_email=facts.from_email,
-        author_name=facts.from_name[:500],
-        message_id=(facts.message_id or None) and facts.message_id[:998],
-        subject=facts.subject[:2_000],
-        text=facts.text[:MAX_BODY_CHARS],
-        reply_text=facts.reply_text[:MAX_BODY_CHARS],
-        html=facts.html[:MAX_BODY_CHARS] if facts.html else None,
-        attachments=_attachments(session, facts),
-        cc=facts.cc[:100],
-        raw_sha256=raw_digest,
-    )
-    session.add(comment)
-    session.flush()
-    if created:
-        emit(session, ticket, "ticket.created", comment.id)
-        events += 1
-        events += _auto_ack(session, engine, ticket, facts)
-    else:
-        emit(session, ticket, "ticket.comment_added", comment.id)
-        events += 1
-    if ticket.status != old_status and not created:
-        emit(session, ticket, "ticket.status_changed", comment.id, ticket.status)
-        events += 1
-    return ("ticket_created" if created else "comment_added"), events, decision, ticket.id, comment.id
+    moment = now()
+    ticket.updated_at = moment
+    if isinstance(ticket, Ticket):
+        session.add(ticket)
+    row = {
+        "direction": "in",
+        "author_email": facts.from_email,
+        "author_name": facts.from_name[:500],
+        "message_id": (facts.message_id or None) and facts.message_id[:998],
+        "subject": facts.subject[:2_000],
+        "text": facts.text[:MAX_BODY_CHARS],
+        "reply_text": facts.reply_text[:MAX_BODY_CHARS],
+        "html": facts.html[:MAX_BODY_CHARS] if facts.html else None,
+        "attachments": _attachments(batch, facts),
+        "cc": facts.cc[:100],
+        "raw_sha256": raw_digest,
+        "created_at": moment,
+    }
+    changed = not created and ticket.status != old_status
+    ref = CommentRef(ticket, row, created, ticket.status, changed, facts if created else None)
+    batch.comments.append(ref)
+    events = 1 + int(changed)
+    return ("ticket_created" if created else "comment_added"), events, decision, ref
 
 
-def _auto_ack(session: Session, engine: Engine, ticket: Ticket, facts: MailFacts) -> int:
+def acknowledger(engine: Engine, batch: Batch) -> Callable[[Session, Any, Any], int]:
+    """What a batch calls for each new ticket: the optional auto-acknowledgement."""
+    return lambda session, ticket, facts: _auto_ack(session, engine, ticket, batch)
+
+
+def _auto_ack(session: Session, engine: Engine, ticket: Ticket | NewTicket, batch: Batch) -> int:
     settings = engine.settings
     if not settings.scanner_auto_ack:
         return 0
-    row = session.get(AutoAck, ticket.requester_email)
+    row = batch.acks.get(ticket.requester_email) or session.get(AutoAck, ticket.requester_email)
     moment = now()
     if row is not None and as_utc(row.last_sent_at) > moment - timedelta(
         seconds=settings.scanner_auto_ack_interval_s
@@ -230,6 +238,7 @@ def _auto_ack(session: Session, engine: Engine, ticket: Ticket, facts: MailFacts
         row = AutoAck(email=ticket.requester_email, last_sent_at=moment)
     row.last_sent_at = moment
     session.add(row)
+    batch.acks[ticket.requester_email] = row
     enqueue(session, MAIL_OUTBOUND_TRANSACTIONAL, email, key=email.correlation_id)
     return 1
 

@@ -212,3 +212,47 @@ def test_a_mail_that_breaks_the_import_goes_to_the_error_folder_and_the_rest_is_
     assert [t.subject for t in all_of(db_url, Ticket)] == ["good 1", "good 2"]
     [error] = all_of(db_url, ErrorMail)
     assert error.uid == 2 and "RuntimeError" in error.reason and error.raw_sha256
+
+
+def test_one_batch_writes_tickets_comments_and_events_in_mail_order(db_url):
+    """The batch writes its rows together at the end; a follow-up by ticket number to a ticket
+    opened earlier in the same batch still finds it, and the events keep the mails' order."""
+    engine, account_id = setup(db_url)
+    first_number = f"TT{engine.settings.scanner_ticket_start + 1}"
+    batch = fetched(
+        mail(sender="ann@example.org", subject="Printer on fire", body="original\n"),
+        mail(sender="bob@example.org", subject="Second problem"),
+        mail(
+            sender="ann@example.org", subject=f"Re: [{first_number}] Printer on fire", body="still burning\n"
+        ),
+        mail(sender="ann@example.org", subject="Printer on fire", body="original\n", message_id="<dup@x>"),
+        mail(sender="ann@example.org", subject="Printer on fire", body="original\n", message_id="<dup@x>"),
+    )
+    batch[4].raw = batch[3].raw  # the same mail twice in one batch: imported once
+    batch[4].size = batch[3].size
+    result = run(db_url, engine, account_id, batch)
+    assert result.outcomes == {
+        1: "ticket_created",
+        2: "ticket_created",
+        3: "comment_added",
+        4: "ticket_created",
+        5: "duplicate",
+    }
+    numbers = [t.number for t in all_of(db_url, Ticket)]
+    assert numbers == [first_number, "TT1002", "TT1003"]
+    comments = all_of(db_url, TicketComment)
+    first = all_of(db_url, Ticket)[0]
+    assert [c.ticket_id for c in comments if "still burning" in c.text] == [first.id]
+    events = outbox(db_url, "helpdesk.ticket-events")
+    assert [(e["kind"], e["ticket_number"]) for e in events] == [
+        ("ticket.created", first_number),
+        ("ticket.created", "TT1002"),
+        ("ticket.comment_added", first_number),
+        ("ticket.created", "TT1003"),
+    ]
+    assert [e["comment_id"] for e in events] == [c.id for c in comments]
+    seen = [a.uid for a in all_of(db_url, PendingAction) if a.action == "seen"]
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    again = run(db_url, engine, account_id, fetched(*(m.raw for m in batch), start=1), uidvalidity=8)
+    assert set(again.outcomes.values()) == {"duplicate"}  # new UIDVALIDITY: deduplicated
+    assert len(all_of(db_url, Ticket)) == 3
