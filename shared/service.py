@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
-from faststream.asgi import AsgiFastStream
+from faststream.asgi import AsgiFastStream, AsyncAPIRoute
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -174,7 +174,8 @@ def build_service(
     return ServiceApp(
         context,
         http,
-        asyncapi_path="/asyncapi",
+        # No "try it out" endpoint: it would publish any payload to any topic without an API key.
+        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         on_startup=[on_startup],
         after_startup=[after_startup],
         on_shutdown=[on_shutdown],

@@ -87,7 +87,8 @@ def link_token(secret: bytes, event_id: str) -> str:
 
 
 def token_valid(secret: bytes, event_id: str, token: str) -> bool:
-    return hmac.compare_digest(link_token(secret, event_id), token)
+    # bytes: compare_digest raises TypeError on non-ASCII str (a hostile link must be a 404)
+    return hmac.compare_digest(link_token(secret, event_id).encode(), token.encode())
 
 
 def calendar_link(base_url: str, secret: bytes, event_id: str) -> str:

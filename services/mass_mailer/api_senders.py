@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -21,13 +21,18 @@ from services.mass_mailer.senders import DnsRecord, dns_records
 from shared.apikeys import require_scope
 from shared.contracts.base import EmailAddress
 from shared.db import in_transaction
+from shared.mail.compose import refuse_encoded_line_breaks
 from shared.mail.dkim import DkimAlgorithm, dns_txt_value, generate_key, validate_dns_label
 from shared.secretbox import SecretBox
 from shared.service import ServiceContext
 
 T = TypeVar("T")
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-DisplayName = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+DisplayName = Annotated[
+    str,
+    Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"),
+    AfterValidator(lambda value: refuse_encoded_line_breaks(value, "display name")),
+]
 Host = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\[\]-]+$")]
 
 

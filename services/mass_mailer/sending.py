@@ -4,6 +4,7 @@ briefly), one SMTP pool per relay and one DKIM signer per key set."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 from sqlmodel import Session
@@ -47,7 +48,14 @@ class SendingResources:
         return resolved
 
     def pool(self, sender: ResolvedSender) -> SmtpPool:
-        key = f"{sender.relay.model_dump_json()}|{sender.pool_size}"
+        # The JSON masks SecretStr values: without the digest, identities that differ only in
+        # their relay password or token (or an identity whose password changed) would share a
+        # pool logged in with the first one's credentials.
+        relay = sender.relay
+        secrets = (relay.password, relay.oauth_token)
+        credentials = "\0".join(s.get_secret_value() if s else "" for s in secrets)
+        digest = hashlib.sha256(credentials.encode()).hexdigest()
+        key = f"{relay.model_dump_json()}|{digest}|{sender.pool_size}"
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = SmtpPool(sender.relay, size=sender.pool_size)

@@ -12,6 +12,7 @@ import secrets
 import time
 import unicodedata
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
@@ -41,7 +42,7 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_DECODED_BREAK = re.compile(r"[\r\n\x85\u2028\u2029]")
+DECODED_BREAK = re.compile(r"[\r\n\x85\u2028\u2029]")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 
 MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
@@ -125,6 +126,19 @@ def clean_header_value(value: str, field: str) -> str:
     if _CONTROL.search(flattened):
         raise CompositionError(f"{field} contains control characters")
     return flattened.strip()
+
+
+def refuse_encoded_line_breaks(value: str, field: str) -> str:
+    """Refuse text that readers would decode into a line break (``=?utf-8?q?a=0D=0ABcc:_x?=``):
+    harmless on the wire when sent verbatim, but a forged header in a mail client."""
+    if "=?" in value:
+        try:
+            decoded = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            return value  # not decodable: readers show it as it is
+        if DECODED_BREAK.search(decoded):
+            raise CompositionError(f"{field} contains an encoded line break")
+    return value
 
 
 def safe_filename(name: str) -> str:
@@ -232,5 +246,5 @@ def _refuse_decoded_line_breaks(msg: EmailMessage) -> None:
             except ValueError as exc:  # the stdlib's own refusal of a decoded line break
                 raise CompositionError(f"{name.lower()} contains an encoded line break") from exc
             lines = re.split(r"\r\n|\r|\n", folded.rstrip("\r\n"))
-            if _DECODED_BREAK.search(str(value)) or any(line[:1] not in (" ", "\t") for line in lines[1:]):
+            if DECODED_BREAK.search(str(value)) or any(line[:1] not in (" ", "\t") for line in lines[1:]):
                 raise CompositionError(f"{name.lower()} contains an encoded line break")

@@ -59,7 +59,10 @@ def unstructured(name: str, value: str) -> bytes:
     """``Name: value`` folded at 78 columns where possible; non-ASCII values encoded."""
     value = clean_header_value(value, name.lower())
     # A word longer than a line cannot be folded: encode it (SMTP refuses lines over 998 bytes).
-    if value.isascii() and all(len(word) <= 900 for word in value.split(" ")):
+    # Literal "=?" is encoded too, so readers show the text as typed instead of decoding it (an
+    # ASCII "=?utf-8?q?a=0D=0ABcc:_x?=" must never read as a line break; the stdlib composer,
+    # which cannot send it literally, refuses it instead).
+    if value.isascii() and "=?" not in value and all(len(word) <= 900 for word in value.split(" ")):
         tokens = value.split(" ")
     else:
         tokens = encoded_words(value)
@@ -88,7 +91,7 @@ def address(field: str, addr: MailAddress) -> str:
     name = clean_header_value(addr.name, f"{field} name")
     if not name:
         return f"{local}@{domain}"
-    if _ATEXT_PHRASE.match(name):
+    if _ATEXT_PHRASE.match(name) and "=?" not in name:
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         display = quoted if re.fullmatch(r"[A-Za-z0-9 ]+", name) else f'"{quoted}"'
     else:
