@@ -220,8 +220,10 @@ class BulkSender:
         domain_key: str,
     ) -> None:
         reply = result.detail[:1_000] if result.detail else None
-        if result.outcome is Outcome.SENT or (result.handed_over and result.code is None):
-            # A broken connection after the final dot: the relay may have it; never send twice.
+        # Only a 2xx reply to the final dot counts as sent. A connection lost (or timed out) after the
+        # dot without a reply is retried: the relay may have dropped the message (a reset mid-DATA
+        # often surfaces only after the dot was written), and a duplicate beats a silent loss.
+        if result.outcome is Outcome.SENT:
             MAILS_SENT.labels("mass_mailer").inc()
             self.limiter.buckets[domain_key].succeeded()
             self.limiter.buckets[relay_key].succeeded()
