@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.procstats import cpu_seconds
 from services.mass_mailer.models import DkimKeyRecord, SenderIdentity
 from shared.db import migrate, session_scope
 from shared.mail.dkim import DkimAlgorithm, generate_key
@@ -220,11 +221,6 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{n} mails in {elapsed:.1f} s; service CPU {cpu:.1f} s; load average {load:.1f}")
     print(f"RESULT msgs_per_s={n / elapsed:.0f} p50_ms={p50:.0f} p99_ms={p99:.0f} rate={args.rate:g}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from bench.peers import workload
+from bench.procstats import cpu_seconds, peak_rss_mb
 from services.mass_mailer.audience.models import TargetGroup, TargetGroupMember
 from services.mass_mailer.mailings.models import Delivery, Mailing
 from services.mass_mailer.models import Contact, DkimKeyRecord, SenderIdentity
@@ -181,25 +182,6 @@ def seed(
         session.add(mailing)
         session.flush()
         return mailing.id or 0
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (the machine may be shared: this shows the cost)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
