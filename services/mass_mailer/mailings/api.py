@@ -18,7 +18,6 @@ from sqlmodel import Session, col, select
 from services.mass_mailer.mailings import lifecycle, links, store
 from services.mass_mailer.mailings.models import Delivery, Mailing
 from services.mass_mailer.models import Contact
-from services.mass_mailer.templates.links import survey_valid_until
 from shared.apikeys import require_scope
 from shared.contracts import OutboundEmail
 from shared.contracts.base import EmailAddress
@@ -325,10 +324,14 @@ def routers(context: ServiceContext) -> list[APIRouter]:
             urls = links.recipient_links(settings.mailing_public_url, token)
             survey = ""
             if mailing.survey_url:
-                sent = as_utc(mailing.started_at) if mailing.started_at else datetime.now(UTC)
-                until = survey_valid_until(sent, compiled.survey_valid_days)
-                survey_token = links.make_survey_token(link_key(), mailing.id or 0, found.contact_id, until)
-                survey = links.survey_link(settings.mailing_public_url, survey_token)
+                survey = links.recipient_survey_link(
+                    link_key(),
+                    settings.mailing_public_url,
+                    mailing.id or 0,
+                    found.contact_id,
+                    as_utc(mailing.started_at) if mailing.started_at else None,
+                    compiled.survey_valid_days,
+                )
             data = contact.model_dump(include={"first_name", "last_name", "email", "language"})
             return compiled.render(
                 contact={**data, "custom": dict(contact.custom_fields or {})},

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from services.mass_mailer.templates.links import survey_valid_until
 from shared.settings import Settings
 
 _VERP = re.compile(r"^bounce\+(\d{1,12})\.(\d{1,15})\.([0-9a-f]{16})@", re.IGNORECASE)
@@ -114,6 +115,19 @@ def read_survey_token(key: bytes, token: str) -> SurveySubject | None:
 
 def survey_link(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/m/survey/{quote(token, safe='')}"
+
+
+def recipient_survey_link(
+    key: bytes,
+    base_url: str,
+    mailing_id: int,
+    contact_id: str,
+    sending_started: datetime | None,
+    valid_days: int | None,
+) -> str:
+    """A contact's survey link, valid ``valid_days`` from the start of sending (None: forever)."""
+    until = survey_valid_until(sending_started or datetime.now(UTC), valid_days)
+    return survey_link(base_url, make_survey_token(key, mailing_id, contact_id, until))
 
 
 def verp_address(key: bytes, mailing_id: int, delivery_id: int, domain: str) -> str:

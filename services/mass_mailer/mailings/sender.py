@@ -30,7 +30,6 @@ from services.mass_mailer.mailings.ratelimit import RateLimiter
 from services.mass_mailer.mailings.writer import DeliveryWriter
 from services.mass_mailer.senders import ResolvedSender
 from services.mass_mailer.sending import SendingResources
-from services.mass_mailer.templates.links import survey_valid_until
 from shared.contracts import BulkBatch
 from shared.db import in_transaction
 from shared.mail import fastmime
@@ -174,9 +173,14 @@ class BulkSender:
         urls = links.recipient_links(self.settings.mailing_public_url, token)
         survey = ""
         if view.survey_url:
-            until = survey_valid_until(view.started_at or datetime.now(UTC), template.survey_valid_days)
-            survey_token = links.make_survey_token(self.key, mailing_id, claimed.contact_id, until)
-            survey = links.survey_link(self.settings.mailing_public_url, survey_token)
+            survey = links.recipient_survey_link(
+                self.key,
+                self.settings.mailing_public_url,
+                mailing_id,
+                claimed.contact_id,
+                view.started_at,
+                template.survey_valid_days,
+            )
         rendered = template.render(
             contact=claimed.contact,
             links={
