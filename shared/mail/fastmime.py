@@ -55,6 +55,19 @@ def encoded_words(text: str) -> list[str]:
     return words
 
 
+def _fold(name: str, tokens: list[str]) -> bytes:
+    """``Name: token token ...``, a line break before any token that would pass 78 columns."""
+    lines: list[str] = []
+    line = f"{name}:"
+    for token in tokens:
+        if len(line) + 1 + len(token) > 78 and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += f" {token}"
+    lines.append(line)
+    return "\r\n".join(lines).encode("ascii") + CRLF
+
+
 def unstructured(name: str, value: str) -> bytes:
     """``Name: value`` folded at 78 columns where possible; non-ASCII values encoded."""
     value = clean_header_value(value, name.lower())
@@ -66,15 +79,7 @@ def unstructured(name: str, value: str) -> bytes:
         tokens = value.split(" ")
     else:
         tokens = encoded_words(value)
-    lines: list[str] = []
-    line = f"{name}:"
-    for token in tokens:
-        if len(line) + 1 + len(token) > 78 and line != f"{name}:":
-            lines.append(line)
-            line = ""
-        line += f" {token}"
-    lines.append(line)
-    return "\r\n".join(lines).encode("ascii") + CRLF
+    return _fold(name, tokens)
 
 
 def address(field: str, addr: MailAddress) -> str:
@@ -161,16 +166,7 @@ def address_list(name: str, addresses: list[MailAddress]) -> bytes:
     """``To: a, b, ...`` folded between addresses."""
     field = name.lower()
     rendered = [address(field, a) for a in addresses]
-    lines: list[str] = []
-    line = f"{name}:"
-    for i, item in enumerate(rendered):
-        token = item + ("," if i < len(rendered) - 1 else "")
-        if len(line) + 1 + len(token) > 78 and line != f"{name}:":
-            lines.append(line)
-            line = ""
-        line += f" {token}"
-    lines.append(line)
-    return "\r\n".join(lines).encode("ascii") + CRLF
+    return _fold(name, [item + "," for item in rendered[:-1]] + rendered[-1:])
 
 
 def msg_id_list(name: str, value: str) -> bytes:
