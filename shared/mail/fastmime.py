@@ -104,10 +104,36 @@ def address(field: str, addr: MailAddress) -> str:
     return f"{display} <{local}@{domain}>"
 
 
+def _qp_line(line: str) -> bytes:
+    # The newline matters: trailing whitespace before one is encoded differently (=20 in place)
+    # than at the very end of the data (a soft break first), and each cached line is followed
+    # by one. binascii encodes lines independently, so the pieces join to the whole-text result.
+    encoded = binascii.b2a_qp(line.encode("utf-8") + b"\n", quotetabs=False, istext=True, header=False)
+    return encoded[:-1].replace(b"\n", CRLF)  # soft line breaks
+
+
+_QP_LINES: dict[str, bytes] = {}
+_QP_LINES_MAX = 4096
+
+
 def qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends (binascii, C speed)."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", CRLF)
+    """Quoted-printable with CRLF line ends (binascii, C speed), byte for byte what
+    ``b2a_qp`` gives for the whole text. Lines are encoded once and remembered: a mass mailing
+    repeats its template's lines for every recipient, and only the personalised ones are new
+    (encoding a 20 KB HTML part costs ~120 us; the lookups ~20 us)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cache = _QP_LINES
+    if len(cache) > _QP_LINES_MAX:
+        cache.clear()
+    encoded = []
+    for line in lines[:-1]:
+        piece = cache.get(line)
+        if piece is None:
+            piece = cache[line] = _qp_line(line)
+        encoded.append(piece)
+    last = binascii.b2a_qp(lines[-1].encode("utf-8"), quotetabs=False, istext=True, header=False)
+    encoded.append(last.replace(b"\n", CRLF))
+    return CRLF.join(encoded)
 
 
 def build(

@@ -5,6 +5,7 @@ read the same as the stdlib's (types, names, contents)."""
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import re
@@ -23,7 +24,7 @@ from shared.mail.compose import (
     clean_header_value,
     compose,
 )
-from shared.mail.fastmime import compose_bytes
+from shared.mail.fastmime import compose_bytes, qp
 
 DOMAIN = "mail.example.com"
 THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
@@ -238,3 +239,18 @@ def test_attachment_names_lose_paths_and_keep_unicode() -> None:
     assert attachment.get_filename() == reading(compose(draft, DOMAIN).as_bytes())["parts"][-1][1]
     assert "/" not in attachment.get_filename() and "März" in attachment.get_filename()
     assert attachment.get_content() == b"%PDF"
+
+
+_qp_texts = st.lists(
+    st.sampled_from([" ", "\t", "\n", "\r\n", "\r", "=", ".", "From ", "ä", "€", "x" * 30, "y" * 75, "<p>"]),
+    max_size=40,
+).map("".join)
+
+
+@given(st.lists(_qp_texts, min_size=1, max_size=4))
+def test_line_cached_quoted_printable_equals_encoding_the_whole_text(texts: list[str]) -> None:
+    for text in texts + texts:  # the second round reads its lines from the cache
+        whole = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+        expected = binascii.b2a_qp(whole, quotetabs=False, istext=True, header=False)
+        assert qp(text) == expected.replace(b"\n", b"\r\n")
+        assert binascii.a2b_qp(qp(text)).replace(b"\r\n", b"\n") == whole

@@ -63,8 +63,12 @@ def pixel_tag(url: str) -> str:
 
 
 def with_pixel(html: str, url: str) -> str:
+    """The pixel just before the last ``</body>`` (any case), else at the end."""
     tag = pixel_tag(url)
-    at = html.lower().rfind("</body>")
+    # The closing tag sits near the end: search the tail before lowercasing the whole 20 KB.
+    tail = max(0, len(html) - 1024)
+    at = html[tail:].lower().rfind("</body>")
+    at = at + tail if at >= 0 else html.lower().rfind("</body>")
     return html[:at] + tag + html[at:] if at >= 0 else html + tag
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, update
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from services.mass_mailer.audience.models import TargetGroupMember
@@ -23,6 +23,7 @@ from shared.outbox import enqueue
 from shared.topics import MAIL_DELIVERY_EVENTS, MAIL_OUTBOUND_BULK
 
 FREEZE_PAGE = 1_000
+DELIVERIES = Delivery.__table__  # Core statements for the hot writes: no ORM bookkeeping
 OPEN = ("queued", "sending", "handed_over", "deferred")
 FINAL_MAILING = ("completed", "cancelled")
 
@@ -112,8 +113,13 @@ def _owned(session: Session, mailing_id: int, token: str) -> Mailing:
     return mailing
 
 
-def suppression_reason(contact: Contact, suppressed: set[str]) -> str | None:
-    for flag in ("unsubscribed", "bounced", "complained", "email_opt_out"):
+SUPPRESSION_FLAGS = ("unsubscribed", "bounced", "complained", "email_opt_out")
+CLAIM_FIELDS = ("first_name", "last_name", "language", "custom_fields", *SUPPRESSION_FLAGS)
+
+
+def suppression_reason(contact: Any, suppressed: set[str]) -> str | None:
+    """Why ``contact`` (a Contact or a row with its email and flag columns) must not get mail."""
+    for flag in SUPPRESSION_FLAGS:
         if getattr(contact, flag):
             return flag
     if contact.email in suppressed:
@@ -126,8 +132,9 @@ def freeze_page(session: Session, mailing_id: int, token: str, batch_size: int) 
     Returns True when the whole membership is frozen."""
     mailing = _owned(session, mailing_id, token)
     cursor = mailing.freeze_cursor or ""
-    page = session.exec(
-        select(Contact)
+    columns = [getattr(Contact, name) for name in ("contact_id", "email", *SUPPRESSION_FLAGS)]
+    page = session.execute(
+        select(*columns)
         .join(TargetGroupMember, col(TargetGroupMember.contact_id) == col(Contact.contact_id))
         .where(TargetGroupMember.target_group_id == mailing.target_group_id, col(Contact.contact_id) > cursor)
         .order_by(col(Contact.contact_id))
@@ -154,7 +161,7 @@ def freeze_page(session: Session, mailing_id: int, token: str, batch_size: int) 
             }
         )
     if values:
-        session.execute(insert(Delivery), values)
+        session.execute(insert(DELIVERIES), values)
         queued = session.exec(
             select(Delivery.id, Delivery.contact_id, Delivery.email)
             .where(
@@ -326,9 +333,13 @@ def claim(session: Session, mailing_id: int, ids: list[int], owner: str, lease_s
     ).all()
     if not rows:
         return []
+    # Columns, not entities: a batch's 200 contacts skip the ORM's identity map and instance state.
+    columns = [getattr(Contact, name) for name in ("contact_id", "email", *CLAIM_FIELDS)]
     contacts = {
         c.contact_id: c
-        for c in session.exec(select(Contact).where(col(Contact.contact_id).in_([r[1] for r in rows]))).all()
+        for c in session.execute(
+            select(*columns).where(col(Contact.contact_id).in_([r[1] for r in rows]))
+        ).all()
     }
     suppressed = set(
         session.exec(
@@ -351,9 +362,10 @@ def claim(session: Session, mailing_id: int, ids: list[int], owner: str, lease_s
 
 
 def mark_handed_over(session: Session, ids: list[int], lease_s: float) -> None:
+    table = DELIVERIES
     session.execute(
-        update(Delivery)
-        .where(col(Delivery.id).in_(ids), col(Delivery.status) == "sending")
+        table.update()
+        .where(table.c.id.in_(ids), table.c.status == "sending")
         .values(status="handed_over", lease_until=now() + timedelta(seconds=lease_s))
     )
 
@@ -373,9 +385,20 @@ def renew(session: Session, ids: list[int], owner: str, lease_s: float) -> None:
 
 
 def write_results(session: Session, results: list[dict[str, Any]]) -> None:
-    """Bulk update by primary key: [{"id", "status", "attempts", "last_reply", ...}]."""
-    if results:
-        session.execute(update(Delivery), results)
+    """Bulk update by primary key: [{"id", "status", "attempts", "last_reply", ...}]; one
+    executemany per set of keys."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for values in results:
+        shapes.setdefault(tuple(sorted(values)), []).append(values)
+    table = DELIVERIES
+    for keys, rows in shapes.items():
+        columns = [key for key in keys if key != "id"]
+        statement = (
+            table.update()
+            .where(table.c.id == bindparam("p_id"))
+            .values({key: bindparam(f"p_{key}") for key in columns})
+        )
+        session.execute(statement, [{f"p_{key}": row[key] for key in keys} for row in rows])
 
 
 def release(session: Session, ids: list[int], owner: str) -> None:

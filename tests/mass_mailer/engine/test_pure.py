@@ -9,7 +9,7 @@ from services.mass_mailer.audience.conditions import Condition, matches
 from services.mass_mailer.audience.store import next_run
 from services.mass_mailer.mailings import links
 from services.mass_mailer.mailings.ratelimit import Bucket, RateLimiter
-from services.mass_mailer.mailings.sender import list_unsubscribe, with_pixel
+from services.mass_mailer.mailings.sender import list_unsubscribe, pixel_tag, with_pixel
 
 KEY = b"k" * 32
 
@@ -127,6 +127,20 @@ def test_pixel_goes_before_the_body_end():
         '<img src="https://t/p.gif" width="1" height="1" alt="" '
         'style="display:block;border:0;height:1px;width:1px"></body></html>'
     )
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ("<html><BODY>" + "x" * 3000 + "</Body></html>", "<html><BODY>" + "x" * 3000 + "PIXEL</Body></html>"),
+        ("<body>a</body>" + "y" * 3000, "<body>aPIXEL</body>" + "y" * 3000),  # only far from the end
+        ("<body>a</body><p>b</body>", "<body>a</body><p>bPIXEL</body>"),  # the last one
+        ("<p>no body</p>", "<p>no body</p>PIXEL"),
+    ],
+)
+def test_pixel_finds_the_last_body_end_anywhere(html: str, expected: str) -> None:
+    tag = pixel_tag("https://t/p.gif")
+    assert with_pixel(html, "https://t/p.gif") == expected.replace("PIXEL", tag)
 
 
 def test_fast_composer_builds_what_the_stdlib_parses_and_dkim_verifies():
