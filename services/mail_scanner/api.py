@@ -92,7 +92,7 @@ class TicketOut(BaseModel):
         data["number"] = row.number or ""
         out = cls(**data)
         if comments is not None:
-            out.comments = [c.model_dump() for c in comments]
+            out.comments = [c.model_dump(exclude={"message_key"}) for c in comments]
         return out
 
 

@@ -5,7 +5,8 @@ Tickets are inserted in one flush (their ids give the ticket numbers), comments,
 mailbox actions, blobs and ticket events each with one multi-row INSERT. The order of the
 events in the outbox is the order of the mails. A lookup that needs the batch's new tickets
 (a follow-up by ticket number) flushes them first, so a follow-up in the same batch as its
-ticket still finds it.
+ticket still finds it; a follow-up by a stored Message-ID finds the batch's earlier mails in
+``new_refs`` (their comments are not written yet).
 """
 
 from __future__ import annotations
@@ -96,11 +97,20 @@ class Batch:
     actions: list[dict[str, Any]] = field(default_factory=list)
     acks: dict[str, Any] = field(default_factory=dict)
     acks_sent: int = 0
+    # Message keys (threads.message_key) of stored incoming mails -> their tickets' ids, newest
+    # first; and of this batch's mails -> their tickets, in mail order.
+    stored_refs: dict[str, list[int]] = field(default_factory=dict)
+    new_refs: dict[str, list[Ticket | NewTicket]] = field(default_factory=dict)
 
     # --- reads done once per batch ---
 
     def prefetch(
-        self, session: Session, fingerprints: Iterable[str], senders: Iterable[str], digests: Iterable[str]
+        self,
+        session: Session,
+        fingerprints: Iterable[str],
+        senders: Iterable[str],
+        digests: Iterable[str],
+        reference_keys: Iterable[str] = (),
     ) -> None:
         for chunk in _chunks(sorted(set(fingerprints))):
             found = session.execute(
@@ -118,6 +128,25 @@ class Batch:
             self.known_blobs.update(
                 session.execute(select(Blob.sha256).where(col(Blob.sha256).in_(chunk))).scalars()
             )
+        self.stored_tickets(session, reference_keys)
+
+    def stored_tickets(self, session: Session, keys: Iterable[str]) -> dict[str, list[int]]:
+        """The tickets holding an incoming mail with one of these message keys (newest first),
+        read once per batch."""
+        missing = sorted({k for k in keys if k not in self.stored_refs})
+        for chunk in _chunks(missing):
+            for key in chunk:
+                self.stored_refs[key] = []
+            rows = session.execute(
+                select(TicketComment.message_key, TicketComment.ticket_id)
+                .where(col(TicketComment.message_key).in_(chunk), col(TicketComment.direction) == "in")
+                .distinct()
+            ).all()
+            for key, ticket_id in rows:
+                self.stored_refs[key].append(ticket_id)
+        for key in missing:
+            self.stored_refs[key].sort(reverse=True)
+        return self.stored_refs
 
     def requester(self, session: Session, email: str) -> Requester | None:
         if email in self.requesters:
@@ -133,6 +162,10 @@ class Batch:
 
     def new_ticket(self, ticket: NewTicket) -> None:
         self.new_tickets.append(ticket)
+
+    def remember_ref(self, key: str, ticket: Ticket | NewTicket) -> None:
+        """A mail of this batch with message key ``key`` joined (or opened) ``ticket``."""
+        self.new_refs.setdefault(key, []).append(ticket)
 
     def ticket_by_number(self, session: Session, number: str) -> Ticket | None:
         """A ticket of this batch (written by :meth:`flush_tickets`) by its number."""

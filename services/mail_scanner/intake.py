@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
-from services.mail_scanner import tickets
+from services.mail_scanner import threads, tickets
 from services.mail_scanner.batch import Batch, CommentRef, current
 from services.mail_scanner.blobs import store_blob
 from services.mail_scanner.facts import MailFacts, fingerprint, parse, parse_for_import
@@ -195,6 +195,7 @@ def _begin(session: Session, engine: Engine, account: ScannerAccount, mails: lis
         fingerprints=[fingerprint(f, m.raw) for m, f in parsed if m.raw is not None],
         senders=[f.from_email for _m, f in parsed],
         digests=[d for _m, f in parsed for d in (f.raw_sha256, *(a.sha256 for a in f.attachments))],
+        reference_keys=[k for _m, f in parsed for k in threads.reference_order(f.in_reply_to, f.references)],
     )
     session.info["ms_batch"] = batch
     return batch

@@ -155,6 +155,9 @@ class TicketComment(SQLModel, table=True):
     author_email: str = Field(max_length=320)
     author_name: str = Field(default="", max_length=500)
     message_id: str | None = Field(default=None, max_length=998)
+    # SHA-256 of an incoming mail's Message-ID (threads.message_key): follow-ups that name it
+    # in In-Reply-To/References find this ticket through the index.
+    message_key: str | None = Field(default=None, max_length=64, index=True)
     subject: str = Field(default="", max_length=2_000)
     text: str = Field(default="", sa_column=Column(Text, nullable=False))
     reply_text: str = Field(default="", sa_column=Column(Text, nullable=False))

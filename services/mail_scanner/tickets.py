@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services.mail_scanner import references
+from services.mail_scanner import references, threads
 from services.mail_scanner.batch import Batch, CommentRef, NewTicket, current, ticket_event
 from services.mail_scanner.facts import MailFacts
 from services.mail_scanner.models import (
@@ -66,33 +66,115 @@ def emit(session: Session, ticket: Ticket, kind: str, comment_id: int | None = N
     enqueue(session, HELPDESK_TICKET_EVENTS, event, key=ticket.number)
 
 
-def find_ticket_for(session: Session, engine: Engine, facts: MailFacts) -> tuple[Ticket | None, str | None]:
-    """The ticket a mail follows up, and a note when a reference was not accepted."""
+def find_ticket_for(
+    session: Session, engine: Engine, facts: MailFacts
+) -> tuple[Ticket | NewTicket | None, str | None]:
+    """The ticket a mail follows up, and a note when a reference was not accepted.
+
+    In this order (``threads.follow_up``): one of our signed Message-IDs; the ticket number,
+    from the requester or a CC of the ticket; a stored Message-ID of an incoming mail, from
+    someone on that ticket."""
     batch = current(session)
+    found = threads.follow_up(
+        lambda: _by_signed_id(session, engine, facts),
+        lambda: _by_number(session, batch, facts),
+        lambda: _by_stored_id(session, engine, batch, facts),
+    )
+    if found.ticket is not None:
+        return _live(session, found.ticket), None
+    if found.refused_number is not None:
+        return None, (
+            f"The mail refers to ticket {found.refused_number.number}, but its sender is neither the "
+            "requester nor a CC address of that ticket, so a new ticket was opened."
+        )
+    if found.refused_reference is not None:
+        refused = found.refused_reference
+        if refused.number is None and batch is not None:
+            batch.flush_tickets(session)  # a ticket of this batch gets its number now
+        return None, (
+            f"The mail replies to a mail of ticket {refused.number}, but its sender is not on that "
+            "ticket (requester, CC or author of an article), so a new ticket was opened."
+        )
+    return None, None
+
+
+def _by_signed_id(session: Session, engine: Engine, facts: MailFacts) -> Ticket | None:
     ticket_id = references.ticket_from_message_ids(
         facts.references + facts.in_reply_to, engine.secret, engine.settings.mail_domain
     )
-    if ticket_id is not None:
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is not None:
-            return ticket, None
-    if facts.ticket_number:
-        if batch is not None:  # the batch's new tickets get their numbers now
-            batch.flush_tickets(session)
-        ticket = batch.ticket_by_number(session, facts.ticket_number) if batch is not None else None
-        ticket = (
-            ticket or session.exec(select(Ticket).where(Ticket.number == facts.ticket_number.upper())).first()
+    return session.get(Ticket, ticket_id) if ticket_id is not None else None
+
+
+def _by_number(session: Session, batch: Batch | None, facts: MailFacts) -> tuple[Ticket | None, bool]:
+    if not facts.ticket_number:
+        return None, False
+    if batch is not None:  # the batch's new tickets get their numbers now
+        batch.flush_tickets(session)
+    ticket = batch.ticket_by_number(session, facts.ticket_number) if batch is not None else None
+    ticket = (
+        ticket or session.exec(select(Ticket).where(Ticket.number == facts.ticket_number.upper())).first()
+    )
+    if ticket is None:
+        ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number)).first()
+    if ticket is None:
+        return None, False
+    return ticket, facts.from_email == ticket.requester_email or facts.from_email in ticket.cc
+
+
+def _by_stored_id(
+    session: Session, engine: Engine, batch: Batch | None, facts: MailFacts
+) -> tuple[Ticket | NewTicket | None, Ticket | NewTicket | None]:
+    """The most recent ticket holding an incoming mail the follow-up names whose sender is on
+    it, else (None, the first ticket refused)."""
+    keys = threads.reference_order(facts.in_reply_to, facts.references)
+    if not keys:
+        return None, None
+    if batch is None:  # outside an import (the rules' dry run): a batch only as a read cache
+        batch = Batch(account_id=0, prefix=engine.prefix, start=engine.settings.scanner_ticket_start)
+    stored = batch.stored_tickets(session, keys)
+    candidates: dict[str, list[Ticket | NewTicket]] = {}
+    budget = threads.MAX_CANDIDATES  # an id shared by thousands of tickets costs no more
+    for key in keys:
+        if budget <= 0:
+            break
+        ranked = threads.most_recent_first(
+            batch.new_refs.get(key, ()), lambda t: t.id, stored.get(key, ()), budget
         )
-        if ticket is None:
-            ticket = session.exec(select(Ticket).where(Ticket.number == facts.ticket_number)).first()
-        if ticket is not None:
-            if facts.from_email == ticket.requester_email or facts.from_email in ticket.cc:
-                return ticket, None
-            return None, (
-                f"The mail refers to ticket {ticket.number}, but its sender is neither the requester "
-                "nor a CC address of that ticket, so a new ticket was opened."
-            )
-    return None, None
+        found = [
+            session.get(Ticket, item) if isinstance(item, int) else _live(session, item) for item in ranked
+        ]
+        candidates[key] = [t for t in found if t is not None]
+        budget -= len(candidates[key])
+    return threads.pick(keys, candidates, lambda t: _on_ticket(session, batch, t, facts.from_email))
+
+
+def _on_ticket(session: Session, batch: Batch, ticket: Ticket | NewTicket, sender: str) -> bool:
+    if threads.may_write(sender, ticket.requester_email, ticket.cc):
+        return True
+    articles: list[tuple[str, list[str] | None]] = [
+        (ref.row["author_email"], ref.row["cc"])
+        for ref in batch.comments
+        if ref.ticket is ticket or (ticket.id is not None and ref.ticket.id == ticket.id)
+    ]
+    if ticket.id is not None:
+        articles += [
+            (author, cc)
+            for author, cc in session.execute(
+                select(TicketComment.author_email, TicketComment.cc).where(
+                    TicketComment.ticket_id == ticket.id
+                )
+            ).all()
+        ]
+    return threads.may_write(sender, ticket.requester_email, ticket.cc, articles)
+
+
+def _live(session: Session, ticket: Ticket | NewTicket) -> Ticket | NewTicket:
+    """A new ticket of this batch that is already written is changed through its row."""
+    if isinstance(ticket, NewTicket) and ticket.id is not None:
+        row = session.get(Ticket, ticket.id)
+        if row is not None:
+            return row
+    return ticket
 
 
 def _attachments(batch: Batch, facts: MailFacts) -> list[dict[str, Any]]:
@@ -173,6 +255,9 @@ def import_mail(
         ticket.status = "open"
     if facts.message_id and _VALID_MSGID.match(facts.message_id):
         ticket.last_message_id = facts.message_id
+    message_key = threads.message_key(facts.message_id)
+    if message_key is not None:
+        batch.remember_ref(message_key, ticket)
     moment = now()
     ticket.updated_at = moment
     if isinstance(ticket, Ticket):
@@ -182,6 +267,7 @@ def import_mail(
         "author_email": facts.from_email,
         "author_name": facts.from_name[:500],
         "message_id": (facts.message_id or None) and facts.message_id[:998],
+        "message_key": message_key,
         "subject": facts.subject[:2_000],
         "text": facts.text[:MAX_BODY_CHARS],
         "reply_text": facts.reply_text[:MAX_BODY_CHARS],
