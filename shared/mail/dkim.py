@@ -20,6 +20,8 @@ from enum import StrEnum
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
+from shared.mail.wire import CrlfMessage
+
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 SIGNED_HEADERS = (
     b"from",
@@ -205,7 +207,9 @@ class DkimSigner:
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """``message`` (converted to CRLF line endings) with the DKIM-Signature header(s) prepended."""
         message = _crlf(message)
-        return self._headers(message, timestamp) + message
+        signed = self._headers(message, timestamp) + message
+        # The signature lines are folded with CRLF here, so CRLF-only input stays CRLF-only.
+        return CrlfMessage(signed) if isinstance(message, CrlfMessage) else signed
 
     def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """Only the DKIM-Signature header line(s), CRLF-terminated."""
@@ -225,7 +229,7 @@ class DkimSigner:
 
 
 def _crlf(message: bytes) -> bytes:
-    if message.count(b"\n") == message.count(b"\r\n"):
+    if isinstance(message, CrlfMessage) or message.count(b"\n") == message.count(b"\r\n"):
         return message
     return _LINE_END.sub(b"\r\n", message)
 

@@ -8,14 +8,15 @@ attachments, address lists, threading headers. Every value passes compose's own 
 CR/LF or control characters, reserved and malformed header names refused, attachment names
 stripped of paths, the 5 MB cap); non-ASCII words become RFC 2047 encoded words, never split
 inside a character. Drafts with inline images or non-ASCII local parts go through the stdlib
-composer, which a differential test (tests/unit/test_fastmime.py) holds this one equal to."""
+composer, which a differential test (tests/unit/test_fastmime.py) holds this one equal to.
+What this module builds is a ``CrlfMessage``: every line is made here and ends with CRLF."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
-import secrets
 import urllib.parse
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -34,6 +35,7 @@ from shared.mail.compose import (
     new_message_id,
     safe_filename,
 )
+from shared.mail.wire import CrlfMessage, crlf_only
 
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")
 _MAX_WORD_BYTES = 45  # 45 bytes of UTF-8 -> 60 base64 chars + 12 of framing < 75
@@ -104,6 +106,12 @@ def address(field: str, addr: MailAddress) -> str:
     return f"{display} <{local}@{domain}>"
 
 
+def _boundary_token() -> str:
+    # Not a secret (the stdlib uses random too): quoted-printable and base64 parts can never
+    # contain "=_", so a boundary cannot collide with content whatever its randomness.
+    return f"{random.getrandbits(96):024x}"
+
+
 def _qp_line(line: str) -> bytes:
     # The newline matters: trailing whitespace before one is encoded differently (=20 in place)
     # than at the very end of the data (a soft break first), and each cached line is followed
@@ -148,8 +156,11 @@ def build(
     date: object,
     extra_headers: bytes = b"",
 ) -> bytes:
-    """The whole message as bytes (CRLF), ready to sign and send."""
-    boundary = f"=_bulk_{secrets.token_hex(12)}"
+    """The whole message as bytes (CRLF), ready to sign and send. ``extra_headers``: complete
+    header lines, each ending with CRLF."""
+    if extra_headers and not (crlf_only(extra_headers) and extra_headers.endswith(CRLF)):
+        raise CompositionError("extra headers must be whole lines ending with CRLF")
+    boundary = f"=_bulk_{_boundary_token()}"
     head = [
         extra_headers,
         f"From: {address('from', sender)}\r\n".encode("ascii"),
@@ -169,7 +180,7 @@ def build(
         b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     )
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    return b"".join(
+    joined = b"".join(
         [
             *head,
             delimiter,
@@ -183,6 +194,7 @@ def build(
             f"--{boundary}--\r\n".encode("ascii"),
         ]
     )
+    return CrlfMessage(joined)
 
 
 _TOKEN = re.compile(r"^[\w.+-]+$")
@@ -225,7 +237,7 @@ def _text_part(subtype: str, content: str) -> bytes:
 
 def _body(text: str | None, html: str | None) -> bytes:
     if text is not None and html is not None:
-        boundary = f"=_alt_{secrets.token_hex(12)}"
+        boundary = f"=_alt_{_boundary_token()}"
         return f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(
             "ascii"
         ) + _multipart(boundary, [_text_part("plain", text), _text_part("html", html)])
@@ -285,7 +297,7 @@ def compose_bytes(draft: MailDraft, mail_domain: str) -> bytes:
             f"attachments total {total} bytes; the limit is {MAX_ATTACHMENT_BYTES} bytes (5 MB)"
         )
     if not draft.attachments:
-        return b"".join(head) + body
+        return CrlfMessage(b"".join(head) + body)
     parts = [body]
     for attachment in draft.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
@@ -298,6 +310,6 @@ def compose_bytes(draft: MailDraft, mail_domain: str) -> bytes:
             f"Content-Disposition: attachment;\r\n {filename}\r\n\r\n".encode("ascii")
             + encoded
         )
-    boundary = f"=_mixed_{secrets.token_hex(12)}"
+    boundary = f"=_mixed_{_boundary_token()}"
     head.append(f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"\r\n\r\n'.encode("ascii"))
-    return b"".join(head) + _multipart(boundary, parts)
+    return CrlfMessage(b"".join(head) + _multipart(boundary, parts))

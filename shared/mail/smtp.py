@@ -28,6 +28,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from shared.mail.wire import crlf_only
 from shared.settings import Settings, TlsMode
 
 log = logging.getLogger(__name__)
@@ -484,11 +485,11 @@ def encode_data(message: bytes) -> tuple[bytes, int]:
     """(bytes sent between DATA and the final dot, RFC 1870 size), exactly as aiosmtplib does.
 
     The two regex substitutions cost ~70 us each on 20 KB; a composed message usually needs
-    neither (CRLF only, no line starting with a dot), which three bytes.count and a literal
-    search (faster than ``in``) tell in ~30 us.
+    neither (CRLF only, no line starting with a dot), which bytes.count tells (unless the
+    message is a ``CrlfMessage`` already) and a literal regex search (faster than ``in`` for
+    this two-byte needle).
     """
-    crlf = message.count(b"\r\n")
-    if crlf == message.count(b"\n") == message.count(b"\r") and message.endswith(b"\r\n"):
+    if crlf_only(message) and message.endswith(b"\r\n"):
         normalized = message
     else:
         normalized = normalize_message_line_endings(message)

@@ -136,6 +136,7 @@ def intended(draft: MailDraft) -> dict[str, object]:
 def well_formed(raw: bytes) -> None:
     assert raw.isascii()
     assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")  # what CrlfMessage promises the signer and SMTP
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert not re.search(rb"\r\n[^ \t]+:\r\n", head)  # never "Name:" alone before a fold

@@ -27,6 +27,7 @@ class Scheduler:
         self.url = context.database_url
         self.settings = context.settings
         self.token = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.batching = store.Batching(self.settings.mailing_batch_size, self.settings.kafka_partitions)
 
     async def tick(self) -> None:
         await in_transaction(self.url, store.start_due)
@@ -40,22 +41,21 @@ class Scheduler:
                 log.warning("mailing %s: planning lease lost to another instance", mailing_id)
             finally:
                 await in_transaction(self.url, store.release_plan, mailing_id, self.token)
-        if await in_transaction(self.url, store.sweep, self.settings.mailing_batch_size):
+        if await in_transaction(self.url, store.sweep, self.batching):
             self.context.outbox.wake()
         for mailing_id in await in_transaction(self.url, store.complete_finished):
             log.info("mailing %s completed", mailing_id)
 
     async def plan(self, mailing_id: int) -> None:
-        size = self.settings.mailing_batch_size
         lease = max(self.settings.mailing_lease_s, 10.0)
         while True:
             mailing = await in_transaction(self.url, lambda s: s.get(Mailing, mailing_id))
             if mailing is None or mailing.status != "sending":
                 return
             if not mailing.frozen:
-                await in_transaction(self.url, store.freeze_page, mailing_id, self.token, size)
+                await in_transaction(self.url, store.freeze_page, mailing_id, self.token, self.batching)
             elif mailing.requeue_cursor is not None:
-                await in_transaction(self.url, store.requeue_page, mailing_id, self.token, size)
+                await in_transaction(self.url, store.requeue_page, mailing_id, self.token, self.batching)
             else:
                 return
             self.context.outbox.wake()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
 
@@ -39,19 +40,41 @@ def now() -> datetime:
 # -- batches ----------------------------------------------------------------------------------
 
 
-def publish_batches(session: Session, mailing: Mailing, rows: list[tuple[int, str, str]], size: int) -> int:
+@dataclass(frozen=True)
+class Batching:
+    size: int  # recipients per BulkBatch message
+    partitions: int  # of mail.outbound.bulk (as created by us)
+
+
+def batch_key(mailing_id: int, number: int, partitions: int) -> str:
+    """A key that Kafka's default partitioner (murmur2, as aiokafka's) puts on partition
+    ``number % partitions``: a mailing's batches go round-robin over the partitions, so every
+    sender gets an even share (hashing plain "mailing-number" keys gave one of two senders 28
+    of 50 batches and left it sending alone at the end). The recipients of one batch stay
+    together; on a topic with another partition count the keys are merely random."""
+    target = number % partitions
+    for salt in range(64 * partitions):
+        key = f"{mailing_id}-{number}.{salt}"
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == target:
+            return key
+    return f"{mailing_id}-{number}"
+
+
+def publish_batches(
+    session: Session, mailing: Mailing, rows: list[tuple[int, str, str]], batching: Batching
+) -> int:
     """Enqueue BulkBatch messages (outbox) for (delivery id, contact id, email) rows."""
     count = 0
-    for start in range(0, len(rows), size):
-        chunk = rows[start : start + size]
+    for start in range(0, len(rows), batching.size):
+        chunk = rows[start : start + batching.size]
         batch = BulkBatch(
             mailing_id=mailing.id,  # type: ignore[arg-type]
             template_version_id=mailing.template_version_id or 0,
             recipients=[BulkRecipient(delivery_id=d, contact_id=c, email=e) for d, c, e in chunk],
         )
         mailing.batches += 1
-        # The key spreads batches over partitions; the recipients of one batch stay together.
-        enqueue(session, MAIL_OUTBOUND_BULK, batch, key=f"{mailing.id}-{mailing.batches}")
+        key = batch_key(mailing.id or 0, mailing.batches, batching.partitions)
+        enqueue(session, MAIL_OUTBOUND_BULK, batch, key=key)
         count += 1
     return count
 
@@ -127,7 +150,7 @@ def suppression_reason(contact: Any, suppressed: set[str]) -> str | None:
     return None
 
 
-def freeze_page(session: Session, mailing_id: int, token: str, batch_size: int) -> bool:
+def freeze_page(session: Session, mailing_id: int, token: str, batching: Batching) -> bool:
     """Freeze the next keyset page of members into delivery records and publish their batches.
     Returns True when the whole membership is frozen."""
     mailing = _owned(session, mailing_id, token)
@@ -171,7 +194,7 @@ def freeze_page(session: Session, mailing_id: int, token: str, batch_size: int) 
             )
             .order_by(col(Delivery.id))
         ).all()
-        publish_batches(session, mailing, [(d, c, e) for d, c, e in queued if d and e], batch_size)
+        publish_batches(session, mailing, [(d, c, e) for d, c, e in queued if d and e], batching)
     done = len(page) < FREEZE_PAGE
     if page:
         mailing.freeze_cursor = page[-1].contact_id
@@ -181,7 +204,7 @@ def freeze_page(session: Session, mailing_id: int, token: str, batch_size: int) 
     return done
 
 
-def requeue_page(session: Session, mailing_id: int, token: str, batch_size: int) -> bool:
+def requeue_page(session: Session, mailing_id: int, token: str, batching: Batching) -> bool:
     """After a resume: publish the still-queued deliveries again (keyset over ids). Senders claim
     rows before sending, so a row that is in Kafka twice is still sent once."""
     mailing = _owned(session, mailing_id, token)
@@ -192,7 +215,7 @@ def requeue_page(session: Session, mailing_id: int, token: str, batch_size: int)
         .order_by(col(Delivery.id))
         .limit(FREEZE_PAGE)
     ).all()
-    publish_batches(session, mailing, [(d, c, e) for d, c, e in rows if d and e], batch_size)
+    publish_batches(session, mailing, [(d, c, e) for d, c, e in rows if d and e], batching)
     done = len(rows) < FREEZE_PAGE
     mailing.requeue_cursor = None if done else rows[-1][0]
     session.add(mailing)
@@ -207,7 +230,7 @@ def release_plan(session: Session, mailing_id: int, token: str) -> None:
     )
 
 
-def sweep(session: Session, batch_size: int) -> int:
+def sweep(session: Session, batching: Batching) -> int:
     """Due retries and deliveries of crashed senders go out again; returns rows requeued.
 
     ``handed_over`` rows whose sender died count as sent (the relay has them); ``sending`` rows
@@ -269,7 +292,7 @@ def sweep(session: Session, batch_size: int) -> int:
     for mailing_id, rows in by_mailing.items():
         mailing = session.get(Mailing, mailing_id)
         if mailing is not None:
-            publish_batches(session, mailing, rows, batch_size)
+            publish_batches(session, mailing, rows, batching)
             session.add(mailing)
     return len(taken)
 

@@ -18,6 +18,18 @@ from services.mass_mailer.templates.merge import compile_merge
 
 RESERVED_NAMES = frozenset({"contact", "links"})
 _HEADER_BREAKS = re.compile(r"[\r\n\x00\x0b\x0c\u2028\u2029]+")
+_INDENTATION = re.compile(r"^[ \t]+", re.MULTILINE)
+_WHITESPACE_KEPT = re.compile(r"<pre|<textarea|<plaintext|<xmp|white-space\s*:\s*(?:pre|break-spaces)", re.I)
+
+
+def without_indentation(html: str) -> str:
+    """MJML's output with each line's leading blanks removed: a newline and the blanks after it
+    render as one space, so the mail looks the same and is ~12% smaller (a DKIM signer's relaxed
+    body canonicalisation also has no runs of blanks to collapse then). HTML that keeps
+    whitespace somewhere (``<pre>``, ``white-space: pre``) is left as it is."""
+    if _WHITESPACE_KEPT.search(html):
+        return html
+    return _INDENTATION.sub("", html)
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class CompiledTemplate:
         self.sender_identity = sender_identity
         self.survey_valid_days = survey_valid_days
         self._subject: Template = compile_merge(subject, html=False, where="subject")
-        self._html: Template = compile_merge(html, html=True, where="body")
+        self._html: Template = compile_merge(without_indentation(html), html=True, where="body")
         self._text: Template = compile_merge(text, html=False, where="text part")
 
     def render(

@@ -184,3 +184,15 @@ def test_fast_composer_builds_what_the_stdlib_parses_and_dkim_verifies():
         fastmime.build(sender=MailAddress(email="a@example.com"), to=MailAddress(email="b@example.org"),
                        reply_to=None, subject="x\x00y", text="", html="", message_id="<a@b>",
                        date=datetime.now(UTC))  # fmt: skip
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 6, 7])
+def test_batches_go_round_robin_over_the_partitions(partitions: int) -> None:
+    from aiokafka.partitioner import murmur2
+
+    from services.mass_mailer.mailings.store import batch_key
+
+    keys = [batch_key(42, number, partitions) for number in range(1, 61)]
+    assert len(set(keys)) == len(keys)
+    placed = [(murmur2(key.encode()) & 0x7FFFFFFF) % partitions for key in keys]
+    assert placed == [number % partitions for number in range(1, 61)]

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.mass_mailer.templates.compiled import CompiledTemplate
+from services.mass_mailer.templates.compiled import CompiledTemplate, without_indentation
 from services.mass_mailer.templates.content import DesignError
-from services.mass_mailer.templates.merge import MergeError
+from services.mass_mailer.templates.merge import MergeError, compile_merge
 from services.mass_mailer.templates.plaintext import html_to_text
 from services.mass_mailer.templates.render import MAX_HTML_CHARS, render_design
 from tests.mass_mailer.templates.helpers import element, newsletter, text, with_body
@@ -104,3 +104,36 @@ def _hostile_template() -> CompiledTemplate:
 
 
 _HOSTILE = _hostile_template()
+
+
+def _rendered_text(html: str) -> str:
+    """What a reader shows, roughly: the text outside tags and comments, whitespace collapsed."""
+    from html.parser import HTMLParser
+
+    pieces: list[str] = []
+
+    class Texts(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            pieces.append(data)
+
+    Texts().feed(html)
+    return " ".join("".join(pieces).split())
+
+
+def test_sent_html_loses_its_indentation_and_reads_the_same():
+    rendered = render_design(newsletter())
+    compiled = CompiledTemplate(
+        template_id=1, version_id=1, subject="s", html=rendered.html, text=rendered.text
+    )
+    mail = compiled.render(contact={"first_name": "Anna"}, links={"unsubscribe": "https://u.example/x"})
+    assert "\n  " not in mail.html and len(mail.html) < len(rendered.html)
+    original = CompiledTemplate(template_id=1, version_id=2, subject="s", html="", text="")
+    original._html = compile_merge(rendered.html, html=True, where="body")  # the unstripped HTML
+    same = original.render(contact={"first_name": "Anna"}, links={"unsubscribe": "https://u.example/x"})
+    assert _rendered_text(mail.html) == _rendered_text(same.html)
+
+
+def test_html_that_keeps_whitespace_is_sent_as_rendered():
+    for html in ("<div>\n  <pre>\n  a\n    b</pre>\n</div>", '<p style="white-space: pre">\n  x</p>'):
+        assert without_indentation(html) == html
+    assert without_indentation("<div>\n  <p>\n\t x</p>\n</div>") == "<div>\n<p>\nx</p>\n</div>"
