@@ -371,6 +371,8 @@ class SmtpConnection:
         reused: bool,
     ) -> SendResult:
         client, timeout = self.client, self.relay.command_timeout_s
+        if client.supports_extension("pipelining"):
+            return await self._pipelined(message, quoted, recipients, on_handover, state, reused)
         payload, size = encode_data(message)
         state.phase = "at MAIL FROM"
         try:
@@ -401,6 +403,69 @@ class SmtpConnection:
 
         state.phase = "during DATA"
         reply = await send_data(client, payload, on_handover, timeout, state)
+        return await self._data_result(reply, state, refused)
+
+    async def _pipelined(
+        self,
+        message: bytes,
+        quoted: list[bytes],
+        recipients: list[str],
+        on_handover: Handover | None,
+        state: _Transaction,
+        reused: bool,
+    ) -> SendResult:
+        """RFC 2920: MAIL, every RCPT and DATA in one write, then their replies in order; the
+        body only after a 354, with at least one recipient accepted. Two round trips (and
+        writes) per message fewer than one command at a time."""
+        protocol, timeout = self.client.protocol, self.relay.command_timeout_s
+        payload, size = encode_data(message)
+        lock = protocol._command_lock if protocol is not None else None
+        if protocol is None or lock is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        mail = b" ".join([b"MAIL", b"FROM:" + quoted[0], *self._mail_options(message, quoted, size)])
+        commands = [mail, *(b"RCPT TO:" + address for address in quoted[1:]), b"DATA"]
+        async with lock:
+            state.phase = "at MAIL FROM"
+            replies: list[aiosmtplib.SMTPResponse] = []
+            try:
+                protocol._response_pending = True
+                protocol.write(b"\r\n".join(commands) + b"\r\n")
+                await _read_replies(protocol, replies, 1, timeout)
+            except aiosmtplib.SMTPServerDisconnected:
+                if reused:
+                    raise StaleConnection from None
+                raise
+            if replies[0].code == 421 and reused:
+                raise StaleConnection
+            state.phase = "at RCPT TO"
+            await _read_replies(protocol, replies, len(commands) - 1, timeout)
+            state.phase = "during DATA"
+            await _read_replies(protocol, replies, len(commands), timeout)
+            mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
+            refused = _refusals(recipients, rcpt_replies)
+            closing = next((r for r in rcpt_replies if r.code == 421), None)
+            accepted = len(refused) < len(recipients)
+            body_reply = None
+            if mail_reply.code == 250 and closing is None and accepted and data_reply.code == 354:
+                body_reply = await _send_body(protocol, payload, on_handover, timeout, state)
+        if body_reply is not None:  # outside the lock: a failure's RSET takes it again
+            return await self._data_result(body_reply, state, refused)
+        if mail_reply.code != 250:
+            result = reply_result(mail_reply.code, mail_reply.message, "sender refused")
+        elif closing is not None:
+            result = reply_result(closing.code, closing.message, "relay closing")
+        elif not accepted:
+            result = _all_refused(refused)
+        else:
+            result = reply_result(data_reply.code, data_reply.message, "DATA refused")
+        if data_reply.code == 354:  # the relay waits for a message we will not send: hang up
+            self.abort()
+            return result
+        return await self._failed(result)
+
+    async def _data_result(
+        self, reply: aiosmtplib.SMTPResponse, state: _Transaction, refused: dict[str, Refusal]
+    ) -> SendResult:
         if reply.code != 250:
             what = "message refused" if state.handed_over else "DATA refused"
             return await self._failed(
@@ -464,6 +529,14 @@ class _Transaction:
     handed_over: bool = False
 
 
+def _refusals(recipients: list[str], replies: list[aiosmtplib.SMTPResponse]) -> dict[str, Refusal]:
+    return {
+        recipient: Refusal(reply.code, reply.message, classify(reply.code, reply.message)[1])
+        for recipient, reply in zip(recipients, replies, strict=True)
+        if reply.code not in (250, 251)
+    }
+
+
 def _all_refused(refused: dict[str, Refusal]) -> SendResult:
     """Every recipient refused: retryable if any refusal was temporary, else permanent."""
     temporary = [r for r in refused.values() if not 500 <= r.code < 600]
@@ -518,15 +591,51 @@ async def send_data(
         reply = await protocol.read_response(timeout=timeout)
         if reply.code != 354:
             return reply
-        protocol._response_pending = True
-        protocol.write(payload)
-        async with asyncio.timeout(timeout):
-            await protocol._drain_helper()
-        if on_handover is not None:
-            await on_handover()
-        protocol.write(b".\r\n")  # raises SMTPServerDisconnected if the connection is gone
-        state.handed_over = True
-        return await protocol.read_response(timeout=timeout)
+        return await _send_body(protocol, payload, on_handover, timeout, state)
+
+
+async def _read_replies(
+    protocol: Any, replies: list[aiosmtplib.SMTPResponse], until: int, timeout: float
+) -> None:
+    """Append replies to pipelined commands until there are ``until`` of them.
+
+    Not ``read_response``: its wait_for resumes the caller two loop iterations after the reply
+    completes, and a data_received in between (the next reply, in its own segment) finds the
+    reply waiter done and drops the data. Awaiting the waiter itself resumes us first; a reply
+    that came with the previous one is parsed from the buffer."""
+    protocol._response_pending = True
+    async with asyncio.timeout(timeout):
+        while len(replies) < until:
+            buffered = protocol._read_response_from_buffer()
+            if buffered is not None:
+                replies.append(buffered)
+                continue
+            waiter = protocol._response_waiter
+            if waiter is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            try:
+                replies.append(await waiter)
+            finally:
+                transport = protocol.transport
+                protocol._response_waiter = (
+                    None if transport is None else asyncio.get_running_loop().create_future()
+                )
+    protocol._response_pending = False
+
+
+async def _send_body(
+    protocol: Any, payload: bytes, on_handover: Handover | None, timeout: float, state: _Transaction
+) -> aiosmtplib.SMTPResponse:
+    """After a 354 (the caller holds the command lock): body, ``await on_handover()``, dot."""
+    protocol._response_pending = True
+    protocol.write(payload)
+    async with asyncio.timeout(timeout):
+        await protocol._drain_helper()
+    if on_handover is not None:
+        await on_handover()
+    protocol.write(b".\r\n")  # raises SMTPServerDisconnected if the connection is gone
+    state.handed_over = True
+    return await protocol.read_response(timeout=timeout)
 
 
 async def send_once(relay: RelayConfig, message: bytes, sender: str, recipients: list[str]) -> SendResult:

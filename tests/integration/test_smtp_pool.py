@@ -1,8 +1,10 @@
-"""SmtpPool and send_once against the aiosmtpd sink: reuse, classification, hand-over, TLS, AUTH."""
+"""SmtpPool and send_once against the aiosmtpd sink: reuse, classification, hand-over, TLS, AUTH;
+with and without PIPELINING."""
 
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiosmtplib
@@ -30,6 +32,13 @@ def id_of(msg) -> str:
 
 def relay_for(sink: SmtpSink, **kwargs) -> RelayConfig:
     return RelayConfig(host=sink.host, port=sink.port, local_hostname="client.example.test", **kwargs)
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def smtp_sink(request) -> Iterator[SmtpSink]:
+    """This module runs every sink test against a relay with and without RFC 2920 PIPELINING."""
+    with SmtpSink(pipelining=request.param) as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,14 @@ class _Handler:
             success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
         )
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler that has the hook
+        if self.sink.pipelining:  # aiosmtpd reads commands line by line, so it can take them
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -214,7 +222,9 @@ class SmtpSink(Server):
     Every AUTH attempt lands in ``auth_attempts``. ``starttls`` / ``implicit_tls``: a server
     context (see server_tls_context) to offer STARTTLS / to speak TLS from the first byte.
     ``connections``: client connections accepted since start(). ``idle_timeout_s``: hang up
-    on clients silent that long (aiosmtpd's default: 300 s).
+    on clients silent that long (aiosmtpd's default: 300 s). ``pipelining``: advertise RFC 2920
+    PIPELINING (as Postfix, Exchange and the big providers do), so clients send MAIL, RCPT and
+    DATA in one go; False: clients send one command at a time.
     """
 
     host = "127.0.0.1"
@@ -229,10 +239,12 @@ class SmtpSink(Server):
         starttls: ssl.SSLContext | None = None,
         implicit_tls: ssl.SSLContext | None = None,
         idle_timeout_s: float | None = None,
+        pipelining: bool = True,
     ) -> None:
         if starttls is not None and implicit_tls is not None:
             raise ValueError("starttls and implicit_tls are exclusive")
         self.hook = hook
+        self.pipelining = pipelining
         self.rcpt_hook = rcpt_hook
         self.mail_hook: MailHook | None = None
         self.drop_mid_data: int | None = None
