@@ -80,6 +80,13 @@ class _Handler:
     def __init__(self, server: FaultSmtp) -> None:
         self.server = server
 
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler that has the hook
+        responses.insert(-1, "250-PIPELINING")  # as real relays: faults hit pipelined sessions
+        return responses
+
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
