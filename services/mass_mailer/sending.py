@@ -28,6 +28,7 @@ class SendingResources:
         self._senders: dict[str | None, tuple[float, ResolvedSender]] = {}
         self._pools: dict[str, SmtpPool] = {}
         self._signers: dict[tuple[str, ...], DkimSigner] = {}
+        self._last_pool: tuple[ResolvedSender, SmtpPool] | None = None
 
     async def sender(self, ref: str | None) -> ResolvedSender | None:
         """The identity ``ref`` (name or id; None = the default), or None if there is no such one."""
@@ -48,6 +49,14 @@ class SendingResources:
         return resolved
 
     def pool(self, sender: ResolvedSender) -> SmtpPool:
+        last = self._last_pool
+        if last is not None and last[0] is sender:  # resolved senders are cached objects
+            return last[1]
+        pool = self._pool(sender)
+        self._last_pool = (sender, pool)
+        return pool
+
+    def _pool(self, sender: ResolvedSender) -> SmtpPool:
         # The JSON masks SecretStr values: without the digest, identities that differ only in
         # their relay password or token (or an identity whose password changed) would share a
         # pool logged in with the first one's credentials.
@@ -69,5 +78,6 @@ class SendingResources:
         return signer
 
     async def close(self) -> None:
+        self._last_pool = None
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)

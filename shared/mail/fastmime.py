@@ -106,6 +106,20 @@ def address(field: str, addr: MailAddress) -> str:
     return f"{display} <{local}@{domain}>"
 
 
+_last_date: tuple[datetime, bytes] | None = None
+
+
+def date_header(moment: datetime) -> bytes:
+    """``Date: ...`` (RFC 5322, whole seconds), formatted once per second: a bulk sender stamps
+    hundreds of messages with the same second."""
+    global _last_date
+    second = moment.replace(microsecond=0)
+    last = _last_date
+    if last is None or last[0] != second:
+        last = _last_date = (second, f"Date: {format_datetime(second)}\r\n".encode("ascii"))
+    return last[1]
+
+
 def _boundary_token() -> str:
     # Not a secret (the stdlib uses random too): quoted-printable and base64 parts can never
     # contain "=_", so a boundary cannot collide with content whatever its randomness.
@@ -170,7 +184,7 @@ def build(
         head.append(f"Reply-To: {address('reply-to', reply_to)}\r\n".encode("ascii"))
     head += [
         unstructured("Subject", subject),
-        f"Date: {format_datetime(date)}\r\n".encode("ascii"),  # type: ignore[arg-type]
+        date_header(date),  # type: ignore[arg-type]
         f"Message-ID: {clean_header_value(message_id, 'message-id')}\r\n".encode("ascii"),
         b"MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode("ascii"),
@@ -275,7 +289,7 @@ def compose_bytes(draft: MailDraft, mail_domain: str) -> bytes:
         head.append(f"Reply-To: {address('reply-to', draft.reply_to)}\r\n".encode("ascii"))
     head += [
         unstructured("Subject", subject),
-        f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode("ascii"),
+        date_header(datetime.now(UTC)),
         f"Message-ID: {message_id}\r\n".encode("ascii"),
     ]
     if draft.in_reply_to:
