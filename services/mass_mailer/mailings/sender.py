@@ -99,6 +99,7 @@ class BulkSender:
         self.saved_rates: dict[str, float] | None = None
         self.inflight = asyncio.Semaphore(settings.mailing_sender_concurrency)
         self.mailings: dict[int, MailingView] = {}
+        self._loading: dict[int, asyncio.Future[MailingView | None]] = {}
         self.templates: dict[int, Any] = {}
         self.active: set[int] = set()  # claimed and not finished: their lease is renewed
 
@@ -300,10 +301,21 @@ class BulkSender:
                 as_utc(row.started_at) if row.started_at else None,
             )
 
-        view = await self.db(load)
+        # One load at a time per mailing: when the cached status expires, the ~100 sends in
+        # flight all ask at once, and one query answers them all.
+        loading = self._loading.get(mailing_id)
+        if loading is None:
+            loading = self._loading[mailing_id] = asyncio.ensure_future(self.db(load))
+            loading.add_done_callback(lambda done: self._loaded(mailing_id, done))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, mailing_id: int, done: asyncio.Future[MailingView | None]) -> None:
+        self._loading.pop(mailing_id, None)
+        if done.cancelled() or done.exception() is not None:  # the waiters see the error
+            return
+        view = done.result()
         if view is not None:
             self.mailings[mailing_id] = view
-        return view
 
     async def template(self, version_id: int) -> Any:
         found = self.templates.get(version_id)
