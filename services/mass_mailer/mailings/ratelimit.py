@@ -1,8 +1,12 @@
 """Token buckets per relay and per recipient domain, with an adaptive rate (pure, clock passed in).
 
-A 4xx reply halves the rate of the bucket it came from (down to ``floor``); every success adds a
-little back (additive increase) until the configured rate, so a throttling receiver slows the
-sender down instead of pausing the mailing.
+Replies are counted per bucket in one-second windows. A window in which temporary failures (4xx
+replies for a domain, connection problems for a relay) were at least a fifth of the replies,
+and at least two, halves the rate (down to ``floor``): at most once a second, however many
+sends were in flight. A window without failures raises the rate by a quarter (at least 0.5/s)
+until the configured one. So a receiver that throttles slows the sender down instead of
+pausing the mailing, while the odd greylisted recipient (deferred and retried on its own)
+does not slow down anybody else.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from dataclasses import dataclass
 UNLIMITED_START = 50.0  # rate a formerly unlimited bucket drops to after its first 4xx
 
 
+WINDOW_S = 1.0
+THROTTLE_SHARE = 0.2  # failures / replies in a window that mean "slow down"
+THROTTLE_MIN = 2  # ... and at least this many failures
+RECOVERY = 0.25  # rate increase after a window without failures (fraction, at least 0.5/s)
+
+
 @dataclass
 class Bucket:
     limit: float  # configured rate per second; 0 = unlimited
@@ -19,12 +29,19 @@ class Bucket:
     tokens: float
     stamp: float
     floor: float = 0.5
+    window_start: float = 0.0
+    window_ok: int = 0
+    window_failed: int = 0
 
     @classmethod
     def new(cls, limit: float, now: float, rate: float | None = None) -> Bucket:
         start = rate if rate is not None else (limit if limit > 0 else float("inf"))
         return cls(
-            limit=limit, rate=start, tokens=min(start, 10.0) if start != float("inf") else 0.0, stamp=now
+            limit=limit,
+            rate=start,
+            tokens=min(start, 10.0) if start != float("inf") else 0.0,
+            stamp=now,
+            window_start=now,
         )
 
     def wait_time(self, now: float) -> float:
@@ -39,16 +56,37 @@ class Bucket:
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
-    def throttled(self) -> None:
+    def throttled(self, now: float) -> None:
+        """A temporary failure through this bucket."""
+        self._close_window(now)
+        self.window_failed += 1
+
+    def succeeded(self, now: float) -> None:
+        self._close_window(now)
+        self.window_ok += 1
+
+    def _close_window(self, now: float) -> None:
+        """Judge the window that ended (at the first reply after it): the replies of the sends
+        in flight when the rate changed all land in one window, so they count once."""
+        if now - self.window_start < WINDOW_S:
+            return
+        failed, replies = self.window_failed, self.window_ok + self.window_failed
+        if failed >= THROTTLE_MIN and failed >= THROTTLE_SHARE * replies:
+            self._slow_down()
+        elif failed == 0 and replies > 0:
+            self._speed_up()
+        self.window_start, self.window_ok, self.window_failed = now, 0, 0
+
+    def _slow_down(self) -> None:
         current = UNLIMITED_START if self.rate == float("inf") else self.rate
         self.rate = max(self.floor, current / 2)
         self.tokens = min(self.tokens, 1.0)
 
-    def succeeded(self) -> None:
+    def _speed_up(self) -> None:
         if self.rate == float("inf"):
             return
         ceiling = self.limit if self.limit > 0 else float("inf")
-        self.rate = min(ceiling, self.rate + 0.1)
+        self.rate = min(ceiling, self.rate + max(0.5, self.rate * RECOVERY))
         if self.limit <= 0 and self.rate >= UNLIMITED_START * 4:
             self.rate = float("inf")  # recovered: back to unlimited
 

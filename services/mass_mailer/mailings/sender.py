@@ -234,15 +234,16 @@ class BulkSender:
         # often surfaces only after the dot was written), and a duplicate beats a silent loss.
         if result.outcome is Outcome.SENT:
             MAILS_SENT.labels("mass_mailer").inc()
-            self.limiter.buckets[domain_key].succeeded()
-            self.limiter.buckets[relay_key].succeeded()
+            now = time.monotonic()
+            self.limiter.buckets[domain_key].succeeded(now)
+            self.limiter.buckets[relay_key].succeeded(now)
             await self.finish(claimed, "sent", attempt, reply or "250", message_id=message_id, sent=True)
         elif result.outcome is Outcome.PERMANENT:
             MAILS_FAILED.labels("mass_mailer", "permanent").inc()
             await self.finish(claimed, "failed", attempt, reply, message_id=message_id)
         else:
             MAILS_FAILED.labels("mass_mailer", "temporary").inc()
-            self.limiter.buckets[domain_key if result.code else relay_key].throttled()
+            self.limiter.buckets[domain_key if result.code else relay_key].throttled(time.monotonic())
             if attempt >= self.settings.mailing_max_attempts:
                 await self.finish(claimed, "failed", attempt, f"gave up after {attempt} attempts: {reply}")
                 return

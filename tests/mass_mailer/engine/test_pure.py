@@ -89,19 +89,47 @@ def test_next_run_is_the_configured_time_of_day():
     assert next_run("11:00", 7, after) == datetime(2026, 1, 12, 11, 0, tzinfo=UTC)
 
 
-def test_bucket_limits_rate_and_4xx_slows_down_then_recovers():
+def test_bucket_limits_rate():
     bucket = Bucket.new(10.0, now=0.0)
     sent = sum(1 for i in range(1000) if bucket.wait_time(i * 0.01) == 0)  # 10 s of asking every 10 ms
     assert 95 <= sent <= 111  # 10/s plus the initial burst
-    bucket.throttled()
-    assert bucket.rate == 5.0
-    for _ in range(60):
-        bucket.succeeded()
-    assert bucket.rate == 10.0
+
+
+def replies(bucket: Bucket, start: float, seconds: int, per_second: int, failing_every: int = 0) -> None:
+    """``per_second`` replies a second, every ``failing_every``-th a temporary failure."""
+    for i in range(seconds * per_second):
+        now = start + i / per_second
+        if failing_every and i % failing_every == 0:
+            bucket.throttled(now)
+        else:
+            bucket.succeeded(now)
+
+
+def test_a_throttling_receiver_halves_the_rate_once_a_second_then_it_recovers():
+    bucket = Bucket.new(40.0, now=0.0)
+    for _ in range(30):  # a burst of failures from sends in flight: one halving, not thirty
+        bucket.throttled(0.5)
+    bucket.succeeded(1.2)
+    assert bucket.rate == 20.0
+    replies(bucket, 1.3, 3, 10, failing_every=1)  # all failing: halved once per window
+    assert bucket.rate in (2.5, 5.0)
+    replies(bucket, 10.0, 20, 10)  # clean windows: +25% (at least 0.5/s) each, up to the limit
+    assert bucket.rate == 40.0
+
+
+def test_occasional_greylisting_does_not_slow_anybody_down():
+    bucket = Bucket.new(50.0, now=0.0)
+    replies(bucket, 0.0, 30, 50, failing_every=20)  # 5% 451s
+    assert bucket.rate == 50.0
+
+
+def test_an_unlimited_bucket_gets_a_rate_when_throttled_and_loses_it_when_recovered():
     unlimited = Bucket.new(0, now=0.0)
     assert unlimited.wait_time(0.0) == 0
-    unlimited.throttled()
-    assert unlimited.rate < float("inf") and unlimited.wait_time(1.0) >= 0
+    replies(unlimited, 0.0, 2, 10, failing_every=2)
+    assert unlimited.rate == 25.0 and unlimited.wait_time(2.0) >= 0
+    replies(unlimited, 3.0, 20, 10)
+    assert unlimited.rate == float("inf")
 
 
 def test_limiter_waits_for_the_slowest_bucket():
