@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from aiokafka.abc import ConsumerRebalanceListener
+
 from services.mass_mailer.mailings import store
+from services.mass_mailer.mailings.ratelimit import RateLimiter
 from services.mass_mailer.mailings.scheduler import Scheduler
 from services.mass_mailer.mailings.sender import BulkSender
 from shared.consumer import subscribe
@@ -12,6 +17,23 @@ from shared.service import ServiceContext
 from shared.topics import MAIL_DELIVERY_EVENTS, MAIL_OUTBOUND_BULK
 
 BATCHES_AT_ONCE = 4
+
+
+class RateShare(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Relay and domain rate limits hold for the service, not per process: batches are spread
+    evenly over the bulk topic's partitions (store.batch_key), so a sender consuming k of n
+    partitions keeps to k/n of each limit."""
+
+    def __init__(self, limiter: RateLimiter, partitions: int) -> None:
+        self.limiter = limiter
+        self.partitions = partitions
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        mine = min(max(len(assigned), 1), self.partitions)  # none: it sends nothing anyway
+        self.limiter.set_share(mine / self.partitions)
 
 
 def register_consumers(context: ServiceContext) -> None:
@@ -35,6 +57,7 @@ def register_consumers(context: ServiceContext) -> None:
         group=group,
         batch_size=BATCHES_AT_ONCE,
         concurrency=BATCHES_AT_ONCE,
+        listener=RateShare(sender.limiter, context.settings.kafka_partitions),
     )
     subscribe(
         context.broker, context.settings, MAIL_DELIVERY_EVENTS, DeliveryEvent, on_delivery_event, group=group

@@ -92,18 +92,38 @@ class Bucket:
 
 
 class RateLimiter:
+    """The configured limits are for the whole service; a process with ``share`` of the work
+    (see ``set_share``) keeps to that share of them."""
+
     def __init__(self, relay_limit: float, domain_limit: float) -> None:
         self.relay_limit = relay_limit
         self.domain_limit = domain_limit
+        self.share = 1.0
         self.buckets: dict[str, Bucket] = {}
+
+    def limit_for(self, key: str) -> float:
+        configured = self.relay_limit if key.startswith("relay:") else self.domain_limit
+        return configured * self.share  # 0 stays 0: unlimited
 
     def bucket(self, key: str, now: float, saved: dict[str, float] | None = None) -> Bucket:
         found = self.buckets.get(key)
         if found is None:
-            limit = self.relay_limit if key.startswith("relay:") else self.domain_limit
+            limit = self.limit_for(key)
             rate = (saved or {}).get(key)
-            found = self.buckets[key] = Bucket.new(limit, now, rate)
+            found = self.buckets[key] = Bucket.new(limit, now, min(rate, limit) if rate and limit else rate)
         return found
+
+    def set_share(self, share: float) -> None:
+        """This process now does ``share`` (0 < share <= 1) of the sending: limited buckets
+        take that share of their configured rate (a throttled rate is kept if lower)."""
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], not {share}")
+        self.share = share
+        for key, bucket in self.buckets.items():
+            limit = self.limit_for(key)
+            if limit > 0:
+                bucket.limit = limit
+                bucket.rate = min(bucket.rate, limit)
 
     def delay(self, keys: list[str], now: float) -> float:
         """How long to wait before the next send through all ``keys``; takes tokens when 0."""

@@ -224,3 +224,20 @@ def test_batches_go_round_robin_over_the_partitions(partitions: int) -> None:
     assert len(set(keys)) == len(keys)
     placed = [(murmur2(key.encode()) & 0x7FFFFFFF) % partitions for key in keys]
     assert placed == [number % partitions for number in range(1, 61)]
+
+
+async def test_each_sender_keeps_to_its_share_of_the_service_wide_limit():
+    from services.mass_mailer.mailings.handlers import RateShare
+
+    limiter = RateLimiter(relay_limit=60.0, domain_limit=0)
+    assert limiter.bucket("relay:r", 0.0).limit == 60.0
+    await RateShare(limiter, 6).on_partitions_assigned({("bulk", 0), ("bulk", 1)})
+    assert limiter.buckets["relay:r"].limit == 20.0 and limiter.buckets["relay:r"].rate == 20.0
+    assert limiter.bucket("relay:other", 0.0).limit == 20.0
+    assert limiter.bucket("domain:example.org", 0.0).limit == 0  # unlimited stays unlimited
+    sent = sum(1 for i in range(1000) if limiter.delay(["relay:r"], 10 + i * 0.01) == 0)
+    assert 190 <= sent <= 231  # 10 s at 20/s plus the burst
+    await RateShare(limiter, 6).on_partitions_assigned(set())  # none left: still a finite limit
+    assert limiter.buckets["relay:r"].limit == 10.0
+    with pytest.raises(ValueError):
+        limiter.set_share(0)
