@@ -59,9 +59,10 @@ def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
 class DeadLetter:
     """Publishes failed records to ``<topic>.dlq``: original bytes, key and headers plus reasons."""
 
-    def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
+    def __init__(self, broker: KafkaBroker, settings: Settings, group: str = "") -> None:
         self.broker = broker
         self.settings = settings
+        self.group = group  # the consumer group that gave up (several groups read one topic)
 
     async def send(
         self, record: ConsumerRecord, topic: str, reason: str, exc: BaseException | None, attempts: int
@@ -74,6 +75,7 @@ class DeadLetter:
                 "x-dlq-reason": reason[:MAX_REASON_CHARS],
                 "x-dlq-exception": type(exc).__name__ if exc else "",
                 "x-dlq-topic": topic,
+                "x-dlq-group": self.group,
                 "x-dlq-partition": str(record.partition),
                 "x-dlq-offset": str(record.offset),
                 "x-dlq-attempts": str(attempts),
@@ -164,10 +166,12 @@ def subscribe(
     the batch is committed when every record has succeeded or been dead-lettered.
     """
     adapter: TypeAdapter[Any] = TypeAdapter(contract)
-    dead_letter = DeadLetter(broker, settings)
+    group_id = (
+        f"{group}.{topic}"  # one group per (service, topic): a rebalance on one topic never pauses another
+    )
+    dead_letter = DeadLetter(broker, settings, group_id)
     options: dict[str, Any] = {
-        # One group per (service, topic): a rebalance on one topic never pauses another.
-        "group_id": f"{group}.{topic}",
+        "group_id": group_id,
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "session_timeout_ms": settings.kafka_session_timeout_ms,
