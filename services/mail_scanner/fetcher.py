@@ -172,6 +172,7 @@ class AccountWorker(threading.Thread):
         backoff = 1.0
         while not self.stopping.is_set():
             client: IMAPClient | None = None
+            account: ScannerAccount | None = None
             try:
                 account = self._account()
                 if account is None or not account.active:
@@ -190,11 +191,33 @@ class AccountWorker(threading.Thread):
                     self._state("error", describe(exc))
                 except Exception:
                     log.exception("account %s: cannot record the error state", self.account_id)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                try:
+                    changed = self._back_off(backoff, account.updated_at if account else None)
+                except LeaseLost:
+                    self.lease_lost = True
+                    return
+                backoff = 1.0 if changed else min(backoff * 2, 60.0)
             finally:
                 if client is not None:
                     _quietly(client.logout)
+
+    def _back_off(self, seconds: float, version: object) -> bool:
+        """Wait ``seconds`` after a failure, keeping the lease; True (at once) when the account
+        was changed meanwhile (a password fixed through the API is tried within a second, not
+        after up to a minute of backoff)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stopping.wait(min(1.0, left))
+            try:
+                current = self._account()
+                if current is None or current.updated_at != version:
+                    return True
+                self._renew()
+            except LeaseLost:
+                raise
+            except Exception:  # noqa: S112 - the database may be what failed: keep waiting
+                continue
+        return False
 
     def _session(self, client: IMAPClient, account: ScannerAccount) -> None:
         can_idle = client.has_capability("IDLE")
