@@ -217,11 +217,11 @@ class DkimSigner:
 
     def _headers(self, message: bytes, timestamp: int | None) -> bytes:
         headers, body = _parse(message)
-        names = {name.lower() for name, _ in headers}
-        if b"from" not in names:
+        last = {name.lower(): (name, value) for name, value in headers}  # the last of each name
+        if b"from" not in last:
             raise DkimError("the message has no From header")
-        signed = [name for name in SIGNED_HEADERS if name in names]
-        canonical_headers = b"".join(_relaxed_header(_last(headers, name)) for name in signed)
+        signed = [name for name in SIGNED_HEADERS if name in last]
+        canonical_headers = b"".join(_relaxed_header(last[name]) for name in signed)
         body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
         t = b"%d" % (int(time.time()) if timestamp is None else timestamp)
         h_tag = b" : ".join(signed)
@@ -256,10 +256,6 @@ def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
             raise DkimError(f"malformed header line {line[:40]!r}")
         headers.append((match.group(1), line[match.end() :] + b"\r\n"))
     return headers, body
-
-
-def _last(headers: list[tuple[bytes, bytes]], name: bytes) -> tuple[bytes, bytes]:
-    return next(header for header in reversed(headers) if header[0].lower() == name)
 
 
 def _compress_wsp(data: bytes) -> bytes:
