@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from services.mass_mailer import sender_store
 from services.mass_mailer.templates import links as links_mod
@@ -106,6 +106,24 @@ class VersionOut(VersionSummary):
     mjml: str
     html: str
     text: str
+
+
+def etag(version_id: int | None) -> str:
+    return f'"{version_id or 0}"'
+
+
+def check_if_match(if_match: str | None, current: TemplateOut) -> None:
+    """RFC 9110 If-Match against the template's current version: ``*`` or a list of ETags."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    tags = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if etag(current.current_version_id) not in tags:
+        raise HTTPException(
+            412,
+            f"the template was saved by someone else meanwhile: it is now at version "
+            f"{current.version_count} (ETag {etag(current.current_version_id)}); reload it and "
+            "apply your change again",
+        )
 
 
 def _summary(row: MailTemplateVersion) -> VersionSummary:
@@ -239,6 +257,15 @@ def routers(context: ServiceContext) -> list[APIRouter]:
             raise HTTPException(404, "no such template")
         return row
 
+    def _get_for_update(session: Session, template_id: int) -> MailTemplate:
+        """The row, locked until commit on PostgreSQL: two saves cannot both pass If-Match."""
+        row = session.exec(
+            select(MailTemplate).where(MailTemplate.id == template_id).with_for_update()
+        ).first()
+        if row is None:
+            raise HTTPException(404, "no such template")
+        return row
+
     @router.post("", status_code=201, dependencies=write, summary="Create a template (version 1)")
     async def create_template(body: TemplateIn) -> TemplateOut:
         rendered = await _render_async(body.design, body.subject, body.preheader)
@@ -257,21 +284,37 @@ def routers(context: ServiceContext) -> list[APIRouter]:
         return await db(lambda s: [TemplateOut.of(r) for r in store.list_templates(s, active=active)])
 
     @router.get("/{template_id}", dependencies=read)
-    async def get_template(template_id: int) -> TemplateOut:
-        return await db(lambda s: TemplateOut.of(_get(s, template_id)))
+    async def get_template(template_id: int, response: Response) -> TemplateOut:
+        out = await db(lambda s: TemplateOut.of(_get(s, template_id)))
+        response.headers["ETag"] = etag(out.current_version_id)
+        return out
 
-    @router.patch("/{template_id}", dependencies=write, summary="Change a template (saves a new version)")
-    async def update_template(template_id: int, body: TemplatePatch) -> TemplateOut:
+    @router.patch(
+        "/{template_id}",
+        dependencies=write,
+        summary="Change a template (saves a new version)",
+        description="Send `If-Match` with the ETag of what you read (GET returns it: the current "
+        "version) and the change is refused with 412 if someone saved the template meanwhile, "
+        "instead of silently replacing their version.",
+    )
+    async def update_template(
+        template_id: int,
+        body: TemplatePatch,
+        response: Response,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> TemplateOut:
         changes = body.model_dump(exclude_unset=True)
         for field, value in changes.items():
             if value is None and field not in ("sender_identity", "survey_valid_days"):
                 raise HTTPException(422, f"{field} cannot be null")
         current = await db(lambda s: TemplateOut.of(_get(s, template_id)))
+        check_if_match(if_match, current)
         merged = current.model_dump() | changes
         rendered = await _render_async(merged["design"], merged["subject"], merged["preheader"])
 
         def work(session: Session) -> TemplateOut:
-            row = _get(session, template_id)
+            row = _get_for_update(session, template_id)
+            check_if_match(if_match, TemplateOut.of(row))
             if "sender_identity" in changes:
                 _check_sender(session, changes["sender_identity"])
             for field, value in changes.items():
@@ -282,6 +325,7 @@ def routers(context: ServiceContext) -> list[APIRouter]:
 
         out = await db(work)
         context.outbox.wake()
+        response.headers["ETag"] = etag(out.current_version_id)
         return out
 
     @router.delete("/{template_id}", status_code=204, dependencies=write)

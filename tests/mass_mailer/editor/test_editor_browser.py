@@ -304,3 +304,16 @@ async def test_every_block_is_accepted_and_a_validation_error_is_shown(settings)
         stored = (await service.client.get(f"/v1/templates/{template_id}", headers=AUTH)).json()
         assert stored["version_count"] == 1
         assert stored["design"]["children"][-1]["children"][0]["children"][0]["children"][1] == button
+
+        # Someone else saves meanwhile: this page's save is refused (If-Match), not saved over theirs.
+        theirs = await service.client.patch(
+            f"/v1/templates/{template_id}", headers=AUTH, json={"subject": "Their subject"}
+        )
+        assert theirs.status_code == 200, theirs.text
+        await href.fill("https://example.org/fixed")
+        await href.press("Enter")
+        await page.click("#save")
+        await expect(errors).to_contain_text("someone else saved this template meanwhile")
+        stored = (await service.client.get(f"/v1/templates/{template_id}", headers=AUTH)).json()
+        assert (stored["version_count"], stored["subject"]) == (2, "Their subject")
+        assert stored["design"]["children"][-1]["children"][0]["children"][0]["children"][1] == button

@@ -120,6 +120,29 @@ def test_crud_with_immutable_versions_and_catalogue_events(api, db_url):
     assert len({e["message_id"] for _, e in events}) == 4
 
 
+def test_if_match_refuses_a_save_over_someone_elses_version(api):
+    tid = api.post("/v1/templates", json=body()).json()["id"]
+    read = api.get(f"/v1/templates/{tid}")
+    tag = read.headers["ETag"]
+    assert tag == f'"{read.json()["current_version_id"]}"'
+
+    mine = api.patch(f"/v1/templates/{tid}", json={"subject": "Mine"}, headers={"If-Match": tag})
+    assert mine.status_code == 200, mine.text
+    assert mine.headers["ETag"] == f'"{mine.json()["current_version_id"]}"' != tag
+
+    theirs = api.patch(f"/v1/templates/{tid}", json={"subject": "Stale"}, headers={"If-Match": tag})
+    assert theirs.status_code == 412 and "version 2" in theirs.json()["detail"]
+    now = api.get(f"/v1/templates/{tid}").json()
+    assert (now["subject"], now["version_count"]) == ("Mine", 2)  # nothing saved
+
+    for shape in ("{tag}", '"1", {tag}', "*"):  # a list of ETags, or any version
+        accepted = shape.format(tag=api.get(f"/v1/templates/{tid}").headers["ETag"])
+        reply = api.patch(f"/v1/templates/{tid}", json={"name": accepted}, headers={"If-Match": accepted})
+        assert reply.status_code == 200, (accepted, reply.text)
+    # Clients that do not send If-Match keep working (last save wins for them).
+    assert api.patch(f"/v1/templates/{tid}", json={"name": "no precondition"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [

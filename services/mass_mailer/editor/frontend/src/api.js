@@ -20,8 +20,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function call(method, path, body) {
-  const headers = { Accept: 'application/json', 'X-API-Key': apiKey.get() };
+export async function call(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: 'application/json', 'X-API-Key': apiKey.get(), ...extraHeaders };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
   try {

@@ -19,6 +19,7 @@ const MJML_BLOCKS = ['mj-1-column', 'mj-2-columns', 'mj-3-columns', 'mj-text', '
 const match = location.pathname.match(/^\/editor\/(\d+)$/);
 let templateId = match ? Number(match[1]) : null;
 let saved = { mjml: '', fields: '' }; // what the server has, to know whether a test needs a save
+let version = null; // the template version this page started from: saves send it as If-Match
 
 const editor = grapesjs.init({
   container: '#gjs',
@@ -129,6 +130,7 @@ async function load() {
     $('name').value = template.name;
     $('subject').value = template.subject;
     $('preheader').value = template.preheader || '';
+    version = template.current_version_id;
     editor.setComponents(mjml);
     setStatus(`Template ${template.id}, version ${template.version_count}`);
   }
@@ -163,7 +165,8 @@ async function save() {
     const template =
       templateId === null
         ? await call('POST', '/v1/templates', body)
-        : await call('PATCH', `/v1/templates/${templateId}`, body);
+        : await call('PATCH', `/v1/templates/${templateId}`, body, { 'If-Match': `"${version}"` });
+    version = template.current_version_id;
     if (templateId === null) {
       templateId = template.id;
       history.replaceState(null, '', `/editor/${template.id}`);
@@ -173,7 +176,15 @@ async function save() {
     document.body.dataset.saved = String(template.version_count);
     return true;
   } catch (error) {
-    showErrors('Not saved: the server refused the template', error);
+    if (error instanceof ApiError && error.status === 412) {
+      showErrors(
+        'Not saved: someone else saved this template meanwhile. Reload the page to get their ' +
+          'version (copy what you need from here first: reloading discards your changes).',
+        error,
+      );
+    } else {
+      showErrors('Not saved: the server refused the template', error);
+    }
     return false;
   } finally {
     $('save').disabled = false;
