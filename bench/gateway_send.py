@@ -43,6 +43,7 @@ from tests.servers.procs import free_port
 from tests.servers.smtp import PostfixSmtpSink
 
 PREFIX = "gwbench."
+PY_SPY = shutil.which("py-spy") or os.path.expanduser("~/.local/bin/py-spy")
 ICS = (
     "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailsvc bench//EN\r\nMETHOD:REQUEST\r\n"
     "BEGIN:VEVENT\r\nUID:event-42@example.com\r\nDTSTART:20261201T090000Z\r\n"
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0, help="publish rate per second (0 = all at once)")
     parser.add_argument("--concurrency", type=int, default=None, help="MAILSVC_GATEWAY_CONCURRENCY")
     parser.add_argument("--py-spy", help="record a flame graph of the service into PATH (SVG)")
+    parser.add_argument("--gil", action="store_true", help="py-spy: only samples holding the GIL")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gwbench-"))
     master = generate_master_key()
@@ -201,8 +203,9 @@ def main() -> None:
             asyncio.run(measure(kafka.bootstrap, "warm", 20, 0))  # warm-up: consumer group, pools, DKIM key
             if args.py_spy:
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-p", str(service.pid), "-o", args.py_spy, "--nonblocking"]
-                    + ([] if args.py_spy.endswith(".svg") else ["--format", "raw"]),
+                    [PY_SPY, "record", "-p", str(service.pid), "-o", args.py_spy, "--nonblocking"]
+                    + ([] if args.py_spy.endswith(".svg") else ["--format", "raw"])
+                    + (["--gil"] if args.gil else []),
                     stdout=subprocess.DEVNULL,
                 )
             cpu_before = cpu_seconds(service.pid)

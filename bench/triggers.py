@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, insert
 from sqlmodel import select
 
+from bench.procstats import cpu_seconds
 from services.event_triggers.clock import FileClock
 from services.event_triggers.models import Registration, ScheduledSend
 from services.event_triggers.rules import correlation_id
@@ -170,6 +172,12 @@ async def latency(
     handed = await asyncio.to_thread(handed_over, triggers_db, trigger_id)
     ours = percentiles([(handed[r] - published[r]) * 1000 for r in published if r in handed])
     print(f"registration -> mail published for the gateway: p50 {ours[0]:.0f} ms, p99 {ours[1]:.0f} ms")
+    began_at = min(published.values())
+    buckets: dict[int, list[float]] = {}
+    for r, at in published.items():
+        buckets.setdefault(int(at - began_at), []).append((arrived[r] - at) * 1000)
+    timeline = " ".join(f"{percentiles(v)[0]:.0f}" for _, v in sorted(buckets.items()))
+    print(f"p50 ms per second of publishing: {timeline}")
     p50, p99, worst = percentiles([(arrived[r] - published[r]) * 1000 for r in published])
     print(f"registration -> SMTP accepted: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms")
     return p99
@@ -284,9 +292,24 @@ async def run(args: argparse.Namespace) -> tuple[float, float]:
             ):
                 await until(lambda: healthy(triggers), "event triggers service")
                 await until(lambda: healthy(mailer), "mass mailer")
-                p99 = await latency(
-                    kafka.bootstrap, triggers, triggers_db, template_id, args.registrations, args.rate
+                spies = (
+                    [profile(proc.pid, f"{args.py_spy}.{name}.txt") for name, proc in procs.items()]
+                    if args.py_spy
+                    else []
                 )
+                cpu_before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+                try:
+                    p99 = await latency(
+                        kafka.bootstrap, triggers, triggers_db, template_id, args.registrations, args.rate
+                    )
+                finally:
+                    for spy in spies:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
+                for name, proc in procs.items():
+                    used = cpu_seconds(proc.pid) - cpu_before[name]
+                    each = used / args.registrations * 1000
+                    print(f"{name}: CPU {used:.1f} s = {each:.2f} ms per registration")
                 print(f"smtp-sink counted {sink.received():,} messages")
                 procs["mass_mailer"].send_signal(signal.SIGTERM)  # part 2 measures dispatch only
                 procs["mass_mailer"].wait(timeout=60)
@@ -304,6 +327,26 @@ async def run(args: argparse.Namespace) -> tuple[float, float]:
     return p99, rate
 
 
+def profile(pid: int, path: str) -> subprocess.Popen[bytes]:
+    """py-spy (collapsed stacks, GIL holders only) of a service while the latency part runs."""
+    py_spy = shutil.which("py-spy") or os.path.expanduser("~/.local/bin/py-spy")
+    command = [
+        py_spy,
+        "record",
+        "-p",
+        str(pid),
+        "-o",
+        path,
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--gil",
+        "--rate",
+        "400",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,6 +355,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="registrations per second")
     parser.add_argument("--reminders", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true", help="1,000 registrations, 5,000 reminders")
+    parser.add_argument("--py-spy", help="profile both services during part 1 into PREFIX.<service>.txt")
     args = parser.parse_args()
     if args.quick:
         args.registrations, args.reminders = 1_000, 5_000

@@ -20,8 +20,8 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
-from sqlalchemy import JSON, Column, Text, and_, delete, or_, select, update
-from sqlmodel import Field, Session, SQLModel, col
+from sqlalchemy import JSON, Column, Row, Table, Text, and_, bindparam, delete, insert, or_, select, update
+from sqlmodel import Field, Session, SQLModel
 
 from shared.db import in_transaction
 from shared.settings import Settings
@@ -61,31 +61,66 @@ def enqueue(
     return row
 
 
-def claim_batch(session: Session, token: str, limit: int, lease_s: float) -> list[OutboxEvent]:
-    """Claim the oldest pending events, unless another relay holds a live claim: one relay
-    publishes at a time, so events keep their order (per key and overall)."""
+EVENTS: Table = OutboxEvent.__table__  # type: ignore[attr-defined]
+_c = EVENTS.c
+_INSERT = insert(EVENTS)  # built once: reuse skips per-call statement construction
+
+
+def enqueue_many(session: Session, topic: str, items: list[tuple[BaseModel, str | None]]) -> None:
+    """``enqueue`` for many (payload, key) pairs at once: one Core INSERT, executed now (no ORM
+    objects), in list order."""
+    if not items:
+        return
     moment = _now()
-    free = or_(col(OutboxEvent.claimed_until).is_(None), col(OutboxEvent.claimed_until) < moment)
-    busy = select(OutboxEvent.id).where(
-        col(OutboxEvent.claimed_until) >= moment, col(OutboxEvent.claimed_by) != token
-    )
-    if session.execute(busy.limit(1)).first() is not None:
+    rows = [
+        {"topic": topic, "key": key, "payload": item.model_dump_json(), "headers": {}, "created_at": moment}
+        for item, key in items
+    ]
+    session.connection().execute(_INSERT, rows)
+
+
+def _free(moment: Any) -> Any:
+    return or_(_c.claimed_until.is_(None), _c.claimed_until < moment)
+
+
+# Built once (a relay pass runs them all; reuse skips SQLAlchemy's per-call construction).
+_BUSY = (
+    select(_c.id)
+    .where(_c.claimed_until >= bindparam("b_moment"), _c.claimed_by != bindparam("b_token"))
+    .limit(1)
+)
+_CANDIDATES = select(_c.id).where(_free(bindparam("b_moment"))).order_by(_c.id).limit(bindparam("b_limit"))
+_CLAIM = (
+    update(EVENTS)
+    .where(and_(_c.id.in_(bindparam("b_ids", expanding=True)), _free(bindparam("b_moment"))))
+    .values(claimed_by=bindparam("b_token"), claimed_until=bindparam("b_until"))
+)
+_CLAIMED = (
+    select(_c.id, _c.topic, _c.key, _c.payload, _c.headers)
+    .where(_c.claimed_by == bindparam("b_token"))
+    .order_by(_c.id)
+)
+_REMOVE = delete(EVENTS).where(_c.id.in_(bindparam("b_ids", expanding=True)))
+
+
+def claim_batch(session: Session, token: str, limit: int, lease_s: float) -> list[Row[Any]]:
+    """Claim the oldest pending events, unless another relay holds a live claim: one relay
+    publishes at a time, so events keep their order (per key and overall). Rows have ``id``,
+    ``topic``, ``key``, ``payload`` and ``headers``."""
+    db = session.connection()
+    moment = _now()
+    if db.execute(_BUSY, {"b_moment": moment, "b_token": token}).first() is not None:
         return []
-    candidates = select(OutboxEvent.id).where(free).order_by(col(OutboxEvent.id)).limit(limit)
-    ids = [row_id for (row_id,) in session.execute(candidates).all()]
+    ids = [row_id for (row_id,) in db.execute(_CANDIDATES, {"b_moment": moment, "b_limit": limit})]
     if not ids:
         return []
-    session.execute(
-        update(OutboxEvent)
-        .where(and_(col(OutboxEvent.id).in_(ids), free))
-        .values(claimed_by=token, claimed_until=moment + timedelta(seconds=lease_s))
-    )
-    query = select(OutboxEvent).where(col(OutboxEvent.claimed_by) == token).order_by(col(OutboxEvent.id))
-    return list(session.execute(query).scalars().all())
+    until = moment + timedelta(seconds=lease_s)
+    db.execute(_CLAIM, {"b_ids": ids, "b_moment": moment, "b_token": token, "b_until": until})
+    return list(db.execute(_CLAIMED, {"b_token": token}).all())
 
 
 def remove(session: Session, ids: list[int]) -> None:
-    session.execute(delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids)))
+    session.connection().execute(_REMOVE, {"b_ids": ids})
 
 
 class OutboxRelay:
@@ -101,6 +136,7 @@ class OutboxRelay:
         poll_s: float = 0.5,
         batch: int = 500,
         lease_s: float = 10.0,  # how long a dead relay's claimed batch waits for another relay
+        coalesce_s: float = 0.01,  # after a wake-up: commits close together make one pass
     ) -> None:
         self.broker = broker
         self.settings = settings
@@ -108,6 +144,7 @@ class OutboxRelay:
         self.poll_s = poll_s
         self.batch = batch
         self.lease_s = lease_s
+        self.coalesce_s = coalesce_s
         self.instance = uuid.uuid4().hex[:12]
         self._wake = asyncio.Event()
 
@@ -157,6 +194,7 @@ class OutboxRelay:
                 log.exception("outbox relay: publishing failed; will retry")
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                await asyncio.sleep(self.coalesce_s)
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -15,7 +15,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from services.event_triggers import storage
 from services.event_triggers.certificate import CertificateError
@@ -28,6 +28,10 @@ from shared.topics import MAIL_OUTBOUND_TRANSACTIONAL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# After a wake-up, wait this long before claiming: registrations arrive one by one, and a pass
+# (claim, build, publish, mark) costs about the same for one send as for a dozen.
+COALESCE_S = 0.03
+JSON = {"content-type": "application/json"}
 
 
 class Dispatcher:
@@ -67,6 +71,7 @@ class Dispatcher:
                 await asyncio.wait_for(
                     self._wake.wait(), timeout=self.settings.event_triggers_scheduler_interval_s
                 )
+                await asyncio.sleep(COALESCE_S)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -93,7 +98,8 @@ class Dispatcher:
         try:
             pending = []
             for send_id, payload, key in built:
-                pending.append((send_id, await self.outbound.publish(payload, key=key, no_confirm=True)))
+                publishing = await self.outbound.publish(payload, key=key, headers=JSON, no_confirm=True)
+                pending.append((send_id, publishing))
             for send_id, future in pending:
                 await future
                 published.append(send_id)
@@ -108,8 +114,9 @@ class Dispatcher:
 
     def _build_all(
         self, jobs: list[storage.SendJob], secret: bytes, now: datetime
-    ) -> tuple[list[tuple[int, dict[str, Any], bytes]], list[tuple[int, str]]]:
-        built: list[tuple[int, dict[str, Any], bytes]] = []
+    ) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, str]]]:
+        """The mails serialised here (in the worker thread), not by the publisher on the loop."""
+        built: list[tuple[int, bytes, bytes]] = []
         broken: list[tuple[int, str]] = []
         cache: dict[tuple[str, str], bytes] = {}
         for job in jobs:
@@ -126,7 +133,7 @@ class Dispatcher:
             except (CertificateError, ValueError) as exc:
                 broken.append((job.send_id, f"{type(exc).__name__}: {exc}"))
                 continue
-            built.append((job.send_id, request.model_dump(mode="json"), job.correlation_id.encode()))
+            built.append((job.send_id, request.model_dump_json().encode(), job.correlation_id.encode()))
         return built, broken
 
     async def run_gdpr(self) -> None:

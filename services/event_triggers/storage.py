@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, update
 from sqlmodel import Session, col, select
 
 from services.event_triggers import rules
@@ -90,6 +90,7 @@ def save_mass_event(session: Session, message: MassEventChanged) -> bool:
         event.sequence += 1
     session.add(event)
     session.flush()
+    session.info.pop(_EVENT_TIMES, None)
     if event.cancelled and not was_cancelled:
         _cancel_pending(session, ScheduledSend.event_id == event.event_id, "event cancelled")
     elif not new and after[1:4] != before[1:4]:
@@ -113,7 +114,18 @@ def get_event(session: Session, event_id: str) -> MassEvent | None:
     return session.get(MassEvent, event_id)
 
 
-def _due(trigger: Trigger, event: MassEvent) -> datetime:
+@dataclass(frozen=True, slots=True)
+class EventTimes:
+    """The columns of a mass event that planning a registration's sends reads."""
+
+    event_id: str
+    cancelled: bool
+    start: datetime
+    end: datetime
+    time_zone: str
+
+
+def _due(trigger: Trigger | TriggerView, event: MassEvent | EventTimes) -> datetime:
     return due_at(
         trigger.action,
         trigger.offset_value,
@@ -132,12 +144,27 @@ def _triggers(session: Session, event_id: str, *, actions: tuple[str, ...] | Non
     return list(session.exec(query).all())
 
 
-def _active_triggers(session: Session, event_id: str, actions: tuple[str, ...]) -> list[Trigger]:
+@dataclass(frozen=True, slots=True)
+class TriggerView:
+    """The columns of an active trigger that planning a registration's sends reads."""
+
+    id: int
+    action: str
+    recipients: str
+    sub_event: str | None
+    functions: list[str]
+    offset_value: int
+    offset_unit: str
+    local_time: str | None
+
+
+def _active_triggers(session: Session, event_id: str, actions: tuple[str, ...]) -> list[TriggerView]:
     """An event's active triggers for ``actions``, read once per transaction: a group commit
     applies many registrations of the same event in one session."""
-    cache: dict[str, list[Trigger]] = session.info.setdefault("event_triggers", {})
+    cache: dict[str, list[TriggerView]] = session.info.setdefault("event_triggers", {})
     if event_id not in cache:
-        cache[event_id] = _triggers(session, event_id)
+        rows = session.connection().execute(_READ_ACTIVE_TRIGGERS, {"b_event": event_id})
+        cache[event_id] = [TriggerView(*row) for row in rows]
     return [t for t in cache[event_id] if t.action in actions]
 
 
@@ -152,12 +179,56 @@ def _cancel_pending(session: Session, condition: Any, reason: str) -> None:
 # -- registrations ----------------------------------------------------------------------------
 
 
-def _filter(trigger: Trigger) -> rules.TriggerFilter:
+def _filter(trigger: Trigger | TriggerView) -> rules.TriggerFilter:
     return rules.TriggerFilter(trigger.recipients, trigger.sub_event, tuple(trigger.functions))
 
 
 def _registrant(registration: Registration) -> rules.Registrant:
     return rules.Registrant(registration.role, registration.sub_event, registration.function)
+
+
+REGISTRATIONS: Table = Registration.__table__  # type: ignore[attr-defined]
+SENDS: Table = ScheduledSend.__table__  # type: ignore[attr-defined]
+DELIVERIES: Table = DeliveryRecord.__table__  # type: ignore[attr-defined]
+# The per-message statements are Core and built once: registrations and delivery events arrive
+# by the thousand, and ORM entities plus per-call statement construction cost more than SQLite.
+_READ_REGISTRATION = select(
+    REGISTRATIONS.c.status, REGISTRATIONS.c.updated_at, REGISTRATIONS.c.answers_deleted_at
+).where(REGISTRATIONS.c.registration_id == bindparam("b_id"))
+_INSERT_REGISTRATION = insert(REGISTRATIONS)
+_UPDATE_REGISTRATION = update(REGISTRATIONS).where(REGISTRATIONS.c.registration_id == bindparam("b_id"))
+_SEND_EXISTS = select(SENDS.c.id).where(
+    SENDS.c.trigger_id == bindparam("b_trigger"), SENDS.c.registration_id == bindparam("b_registration")
+)
+_INSERT_SEND = insert(SENDS)
+_DELIVERY_SEEN = select(DELIVERIES.c.id).where(DELIVERIES.c.message_id == bindparam("b_message_id"))
+_INSERT_DELIVERY = insert(DELIVERIES)
+_T = Trigger.__table__.c  # type: ignore[attr-defined]
+_READ_ACTIVE_TRIGGERS = select(
+    _T.id,
+    _T.action,
+    _T.recipients,
+    _T.sub_event,
+    _T.functions,
+    _T.offset_value,
+    _T.offset_unit,
+    _T.local_time,
+).where(_T.event_id == bindparam("b_event"), _T.active)
+_E = MassEvent.__table__.c  # type: ignore[attr-defined]
+_READ_EVENT_TIMES = select(_E.event_id, _E.cancelled, _E.start, _E.end, _E.time_zone).where(
+    _E.event_id == bindparam("b_id")
+)
+_EVENT_TIMES = "event_triggers.event_times"
+
+
+def _event_times(session: Session, event_id: str) -> EventTimes | None:
+    """An event's times, read once per transaction (a group commit applies many registrations
+    of the same event in one session; ``save_mass_event`` forgets them)."""
+    cache: dict[str, EventTimes | None] = session.info.setdefault(_EVENT_TIMES, {})
+    if event_id not in cache:
+        found = session.connection().execute(_READ_EVENT_TIMES, {"b_id": event_id}).first()
+        cache[event_id] = EventTimes(*found) if found is not None else None
+    return cache[event_id]
 
 
 def apply_registration(session: Session, message: RegistrationChanged, now: datetime) -> bool:
@@ -166,47 +237,57 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
     Redelivered or stale messages (older than the stored state) change nothing; repeats of the
     current state plan nothing new, and the (trigger, registration) unique key stops doubles.
     """
-    registration = session.get(Registration, message.registration_id)
-    first_sight = registration is None  # then no send can exist for it yet
+    db = session.connection()
+    found = db.execute(_READ_REGISTRATION, {"b_id": message.registration_id}).first()
+    first_sight = found is None  # then no send can exist for it yet
     occurred = as_utc(message.occurred_at)
-    if registration is not None and occurred < as_utc(registration.updated_at):
+    if found is not None and occurred < as_utc(found.updated_at):
         return False
-    old_status = registration.status if registration is not None else None
+    old_status = found.status if found is not None else None
     new_status = rules.STATUS_BY_KIND[message.kind]
-    if registration is None:
-        registration = Registration(
-            registration_id=message.registration_id,
-            event_id=message.event_id,
-            contact_id=message.contact_id,
-            status=new_status,
-            updated_at=occurred,
-        )
-    registration.event_id = message.event_id
-    registration.contact_id = message.contact_id
-    registration.role = message.role
-    registration.function = message.function
-    registration.sub_event = message.sub_event
-    registration.status = new_status
-    registration.updated_at = occurred
+    values: dict[str, Any] = {
+        "event_id": message.event_id,
+        "contact_id": message.contact_id,
+        "role": message.role,
+        "function": message.function,
+        "sub_event": message.sub_event,
+        "status": new_status,
+        "updated_at": occurred,
+    }
     if message.contact is not None:
-        registration.contact = message.contact.model_dump(exclude_none=True)
-        registration.email = message.contact.email
+        values["contact"] = message.contact.model_dump(exclude_none=True)
+        values["email"] = message.contact.email
     if message.form_answers:
-        registration.answered = True
-        if registration.answers_deleted_at is None:
-            registration.answers = message.form_answers
-    session.add(registration)
-    session.flush()
+        values["answered"] = True
+        if found is None or found.answers_deleted_at is None:
+            values["answers"] = message.form_answers
+    if found is None:
+        defaults = {
+            "email": None,
+            "contact": {},
+            "answers": {},
+            "answered": False,
+            "answers_deleted_at": None,
+        }
+        row = {"registration_id": message.registration_id, **defaults, **values, "created_at": utcnow()}
+        db.execute(_INSERT_REGISTRATION, row)
+    else:
+        db.execute(_UPDATE_REGISTRATION, {"b_id": message.registration_id, **values})
+        loaded = session.identity_map.get(session.identity_key(Registration, message.registration_id))
+        if loaded is not None:  # an ORM copy read earlier in this transaction is now stale
+            session.expire(loaded)
 
-    event = session.get(MassEvent, registration.event_id)
+    event = _event_times(session, message.event_id)
     if event is None:
         return False  # no event, so no triggers yet
+    registrant = rules.Registrant(message.role, message.sub_event, message.function)
+    registration_id, event_id = message.registration_id, message.event_id
     due_now = False
     action = rules.transition_action(old_status, new_status)
     if action is not None and not event.cancelled:
         for trigger in _active_triggers(session, event.event_id, (action,)):
-            if rules.matches(_filter(trigger), _registrant(registration)):
-                due_now |= _add_send(session, trigger, registration, now, known_new=first_sight)
+            if rules.matches(_filter(trigger), registrant):
+                due_now |= _add_send(session, trigger, registration_id, event_id, now, known_new=first_sight)
     scheduled = _active_triggers(session, event.event_id, SCHEDULED_ACTIONS)
     if new_status in rules.ACTIVE_STATUSES and not event.cancelled:
         existing = (
@@ -215,20 +296,20 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
             else {
                 s.trigger_id: s
                 for s in session.exec(
-                    select(ScheduledSend).where(ScheduledSend.registration_id == registration.registration_id)
+                    select(ScheduledSend).where(ScheduledSend.registration_id == registration_id)
                 ).all()
             }
         )
         for trigger in scheduled:
-            if rules.matches(_filter(trigger), _registrant(registration)):
+            if rules.matches(_filter(trigger), registrant):
                 due = _due(trigger, event)
-                _plan(session, trigger, registration, due, existing.get(trigger.id or 0), now)
+                _plan(session, trigger, registration_id, event_id, due, existing.get(trigger.id or 0), now)
                 due_now |= due <= now
     elif scheduled:
         _cancel_pending(
             session,
             and_(
-                col(ScheduledSend.registration_id) == registration.registration_id,
+                col(ScheduledSend.registration_id) == registration_id,
                 col(ScheduledSend.trigger_id).in_([t.id for t in scheduled]),
             ),
             f"registration {new_status}",
@@ -237,40 +318,50 @@ def apply_registration(session: Session, message: RegistrationChanged, now: date
 
 
 def _add_send(
-    session: Session, trigger: Trigger, registration: Registration, due: datetime, *, known_new: bool = False
+    session: Session,
+    trigger: Trigger | TriggerView,
+    registration_id: str,
+    event_id: str,
+    due: datetime,
+    *,
+    known_new: bool = False,
 ) -> bool:
+    db = session.connection()
     if not known_new:
-        exists = session.exec(
-            select(ScheduledSend.id).where(
-                ScheduledSend.trigger_id == trigger.id,
-                ScheduledSend.registration_id == registration.registration_id,
-            )
-        ).first()
-        if exists is not None:
+        exists = db.execute(_SEND_EXISTS, {"b_trigger": trigger.id, "b_registration": registration_id})
+        if exists.first() is not None:
             return False
-    session.add(
-        ScheduledSend(
-            trigger_id=trigger.id or 0,
-            registration_id=registration.registration_id,
-            event_id=registration.event_id,
-            due_at=due.astimezone(UTC),
-            correlation_id=rules.correlation_id(trigger.id or 0, registration.registration_id),
-        )
-    )
+    moment = utcnow()
+    row = {
+        "trigger_id": trigger.id or 0,
+        "registration_id": registration_id,
+        "event_id": event_id,
+        "due_at": due.astimezone(UTC),
+        "status": "pending",
+        "reason": None,
+        "correlation_id": rules.correlation_id(trigger.id or 0, registration_id),
+        "lease_owner": None,
+        "lease_until": None,
+        "sent_at": None,
+        "created_at": moment,
+        "updated_at": moment,
+    }
+    db.execute(_INSERT_SEND, row)
     return True
 
 
 def _plan(
     session: Session,
-    trigger: Trigger,
-    registration: Registration,
+    trigger: Trigger | TriggerView,
+    registration_id: str,
+    event_id: str,
     due: datetime,
     row: ScheduledSend | None,
     now: datetime,
 ) -> None:
     """Create or move a scheduled send; revive a cancelled one only if it is still ahead."""
     if row is None:
-        _add_send(session, trigger, registration, due, known_new=True)
+        _add_send(session, trigger, registration_id, event_id, due, known_new=True)
     elif row.status == "pending":
         row.due_at, row.updated_at = due.astimezone(UTC), utcnow()
         session.add(row)
@@ -357,7 +448,7 @@ def plan_trigger(session: Session, trigger: Trigger, event: MassEvent, now: date
                 session.add(row)
             continue
         if due is not None:
-            _plan(session, trigger, registration, due, row, now)
+            _plan(session, trigger, registration.registration_id, event.event_id, due, row, now)
 
 
 def get_trigger(session: Session, trigger_id: int) -> Trigger | None:
@@ -414,6 +505,33 @@ class SendJob:
     event: dict[str, Any]
 
 
+_S = SENDS.c
+_R = REGISTRATIONS.c
+_CLAIMED = select(_S.id, _S.trigger_id, _S.registration_id, _S.event_id, _S.correlation_id).where(
+    _S.lease_owner == bindparam("b_token"), _S.status == "pending"
+)
+_CLAIMED_REGISTRATIONS = select(*REGISTRATIONS.c).where(
+    _R.registration_id.in_(bindparam("b_ids", expanding=True))
+)
+_MARK_SENT = (
+    update(SENDS)
+    .where(_S.id.in_(bindparam("b_ids", expanding=True)), _S.lease_owner == bindparam("b_token"))
+    .values(status="sent", sent_at=bindparam("b_moment"), updated_at=bindparam("b_moment"))
+    .values(lease_owner=None, lease_until=None)
+)
+_SKIP = (
+    update(SENDS)
+    .where(_S.id == bindparam("b_id"))
+    .values(
+        status="skipped",
+        reason=bindparam("b_reason"),
+        updated_at=bindparam("b_moment"),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+
+
 def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: float) -> list[SendJob]:
     """Lease up to ``limit`` due sends (one conditional UPDATE: safe with several instances),
     settle the ones that must not go out any more, and return the rest as jobs."""
@@ -433,9 +551,8 @@ def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: 
         .where(and_(col(ScheduledSend.id).in_(ids), col(ScheduledSend.status) == "pending", free))
         .values(lease_owner=token, lease_until=moment + timedelta(seconds=lease_s))
     )
-    rows = session.exec(
-        select(ScheduledSend).where(ScheduledSend.lease_owner == token, ScheduledSend.status == "pending")
-    ).all()
+    db = session.connection()
+    rows = db.execute(_CLAIMED, {"b_token": token}).all()
     if not rows:
         return []
     triggers = {
@@ -443,12 +560,8 @@ def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: 
         for t in session.exec(select(Trigger).where(col(Trigger.id).in_({r.trigger_id for r in rows}))).all()
     }
     registrations = {
-        r.registration_id: r
-        for r in session.exec(
-            select(Registration).where(
-                col(Registration.registration_id).in_({r.registration_id for r in rows})
-            )
-        ).all()
+        r.registration_id: r._asdict()
+        for r in db.execute(_CLAIMED_REGISTRATIONS, {"b_ids": list({r.registration_id for r in rows})})
     }
     events = {
         e.event_id: e
@@ -464,27 +577,30 @@ def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: 
             )
         ).all()
     }
+    event_views = {event_id: event.model_dump() for event_id, event in events.items()}
     jobs: list[SendJob] = []
+    skipped: list[dict[str, Any]] = []
     for row in rows:
         trigger, registration = triggers.get(row.trigger_id), registrations.get(row.registration_id)
         event = events.get(row.event_id)
         if trigger is None or registration is None or event is None:
             reason: str | None = "trigger, registration or event gone"
         else:
+            registrant = rules.Registrant(
+                registration["role"], registration["sub_event"], registration["function"]
+            )
             reason = rules.skip_reason(
                 trigger.action,
                 trigger_active=trigger.active,
-                trigger_matches=rules.matches(_filter(trigger), _registrant(registration)),
-                registration_status=registration.status,
-                has_email=bool(registration.email),
+                trigger_matches=rules.matches(_filter(trigger), registrant),
+                registration_status=registration["status"],
+                has_email=bool(registration["email"]),
                 event_cancelled=event.cancelled,
                 event_started=as_utc(event.start) <= now,
                 template_usable=_template_usable(templates.get(trigger.template_id)),
             )
         if reason is not None:
-            row.status, row.reason, row.lease_owner, row.lease_until = "skipped", reason, None, None
-            row.updated_at = moment
-            session.add(row)
+            skipped.append({"b_id": row.id, "b_reason": reason, "b_moment": moment})
             continue
         assert trigger is not None and registration is not None and event is not None
         jobs.append(
@@ -496,21 +612,19 @@ def claim_due(session: Session, token: str, now: datetime, limit: int, lease_s: 
                 template_id=trigger.template_id,
                 sender_identity=trigger.sender_identity,
                 certificate_template=trigger.certificate_template,
-                registration=registration.model_dump(),
-                event=event.model_dump(),
+                registration=registration,
+                event=event_views[event.event_id],
             )
         )
+    if skipped:
+        db.execute(_SKIP, skipped)
     return jobs
 
 
 def mark_sent(session: Session, ids: list[int], token: str) -> None:
     """The mails are with Kafka: record them as sent (handed to the outbound gateway)."""
     moment = utcnow()
-    session.execute(
-        update(ScheduledSend)
-        .where(and_(col(ScheduledSend.id).in_(ids), col(ScheduledSend.lease_owner) == token))
-        .values(status="sent", sent_at=moment, updated_at=moment, lease_owner=None, lease_until=None)
-    )
+    session.connection().execute(_MARK_SENT, {"b_ids": ids, "b_token": token, "b_moment": moment})
 
 
 def mark_failed(session: Session, send_id: int, token: str, reason: str) -> None:
@@ -630,19 +744,19 @@ def _delete_answers(session: Session, registration: Registration, reason: str, n
 def save_delivery_event(session: Session, message: DeliveryEvent) -> bool:
     """Store a delivery status once (redelivered events are recognised by their message id)."""
     key = str(message.message_id)
-    if session.exec(select(DeliveryRecord.id).where(DeliveryRecord.message_id == key)).first():
+    db = session.connection()
+    if db.execute(_DELIVERY_SEEN, {"b_message_id": key}).first() is not None:
         return False
-    session.add(
-        DeliveryRecord(
-            message_id=key,
-            correlation_id=message.correlation_id,
-            recipient=str(message.recipient),
-            status=message.status.value,
-            reason=message.reason,
-            smtp_code=message.smtp_code,
-            occurred_at=message.occurred_at,
-        )
-    )
+    row = {
+        "message_id": key,
+        "correlation_id": message.correlation_id,
+        "recipient": str(message.recipient),
+        "status": message.status.value,
+        "reason": message.reason,
+        "smtp_code": message.smtp_code,
+        "occurred_at": message.occurred_at,
+    }
+    db.execute(_INSERT_DELIVERY, row)
     return True
 
 

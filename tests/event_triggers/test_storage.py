@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -151,6 +152,50 @@ def test_stale_registration_messages_are_ignored(db):
         storage.apply_registration(session, RegistrationChanged.model_validate(newer), T0)
         storage.apply_registration(session, RegistrationChanged.model_validate(older), T0)
         assert storage.get_registration(session, "R1").status == "cancelled"
+
+
+def test_a_registration_read_earlier_in_the_transaction_does_not_go_stale(db):
+    with session_scope(db) as session:
+        created = registration_message("R1", occurred_at=T0, form_answers={"q": "a"})
+        storage.apply_registration(session, RegistrationChanged.model_validate(created), T0)
+        seen = storage.get_registration(session, "R1")  # now in the session's identity map
+        assert seen.status == "registered"
+        cancelled = registration_message("R1", kind="registration.cancelled", occurred_at=T0 + timedelta(1))
+        storage.apply_registration(session, RegistrationChanged.model_validate(cancelled), T0)
+        registration = storage.get_registration(session, "R1")
+        assert registration is seen
+        assert (registration.status, registration.answers, registration.answered) == (
+            "cancelled",
+            {"q": "a"},
+            True,
+        )
+        assert registration.email == "r1@example.org" and registration.contact["first_name"] == "FirstR1"
+
+
+def test_claimed_jobs_carry_their_data_and_sends_that_must_not_go_out_are_skipped(db):
+    reminder(db)
+    register(db, 3)
+    with session_scope(db) as session:  # behind the planner's back: R0 loses its address
+        session.execute(
+            update(storage.Registration)
+            .where(storage.Registration.registration_id == "R0")
+            .values(email=None)
+        )
+    with session_scope(db) as session:
+        jobs = storage.claim_due(session, "owner", START - timedelta(days=1), 10, 60)
+    assert sorted(j.registration["registration_id"] for j in jobs) == ["R1", "R2"]
+    job = next(j for j in jobs if j.registration["registration_id"] == "R1")
+    assert (job.action, job.template_id, job.event["event_id"], job.event["start"]) == (
+        "before_start", 7, "E1", START,
+    )  # fmt: skip
+    assert (
+        job.registration["email"] == "r1@example.org" and job.registration["contact"]["last_name"] == "Guest"
+    )
+    skipped = [s for s in sends(db) if s.registration_id == "R0"]
+    assert [(s.status, s.reason, s.lease_owner, s.lease_until) for s in skipped] == [
+        ("skipped", "no email address", None, None)
+    ]
+    assert {s.status for s in sends(db) if s.registration_id != "R0"} == {"pending"}  # leased, not yet sent
 
 
 def test_naive_datetimes_are_utc():

@@ -98,6 +98,9 @@ async def test_suppressed_address_gets_no_smtp_attempt(settings, kafka_broker, s
         status = (await client.get("/v1/transactional/c-suppressed", headers=AUTH)).json()
     assert events[0]["status"] == "failed" and events[0]["reason"] == "suppressed: bounced"
     assert status["status"] == "failed"
+    # no attempt was made: no attempt counted, no Message-ID chosen (rows are born "sending")
+    assert (status["attempts"], status["message_id_header"]) == (0, None)
+    assert (events[0]["attempt"], events[0]["message_id_header"]) == (1, None)
     assert smtp_sink.messages == []
 
 
