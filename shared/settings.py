@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 30.0
 
-    smtp_pool_size: int = Field(4, ge=1, le=64, description="Connections per relay")
+    smtp_pool_size: int = Field(8, ge=1, le=64, description="Connections per relay")
 
     gateway_concurrency: int = Field(16, ge=1, description="Transactional mails handled at once")
     gateway_retry_base_s: float = Field(30.0, gt=0, description="First retry delay after a 4xx")

@@ -57,7 +57,7 @@ class IdentityIn(BaseModel):
     reply_to: EmailAddress | None = None
     is_default: bool = False
     relay: RelayIn
-    pool_size: int = Field(4, ge=1, le=64)
+    pool_size: int = Field(8, ge=1, le=64)
     dkim_domain: Annotated[str, Field(max_length=253)] | None = None
 
 

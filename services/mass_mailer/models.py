@@ -83,7 +83,7 @@ class SenderIdentity(SQLModel, table=True):
     relay_auth: str = Field(default="none", max_length=10)
     relay_username: str | None = Field(default=None, max_length=320)
     relay_secret: str | None = Field(default=None, max_length=4_000, description="encrypted")
-    pool_size: int = 4
+    pool_size: int = 8
     dkim_domain: str | None = Field(default=None, max_length=253)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
