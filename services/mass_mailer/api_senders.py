@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services.mass_mailer import sender_store
+from services.mass_mailer import sender_store, suppression
 from services.mass_mailer.models import DkimKeyRecord, SenderIdentity, Suppression
 from services.mass_mailer.senders import DnsRecord, dns_records
 from shared.apikeys import require_scope
@@ -327,11 +327,15 @@ def routers(context: ServiceContext) -> list[APIRouter]:
 
     @router.delete("/suppressions/{email}", status_code=204, dependencies=write)
     async def remove_suppression(email: str) -> Response:
+        """Lifts the block, also one kept as a hash when the address's contact was erased."""
+
         def work(session: Session) -> None:
-            row = session.get(Suppression, email.lower())
-            if row is None:
+            rows = [session.get(Suppression, key) for key in suppression.lookup_keys([email])]
+            if not any(rows):
                 raise HTTPException(404, "address is not suppressed")
-            session.delete(row)
+            for row in rows:
+                if row is not None:
+                    session.delete(row)
 
         await db(work)
         return Response(status_code=204)

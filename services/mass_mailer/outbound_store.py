@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlmodel import Session
 
+from services.mass_mailer import suppression
 from services.mass_mailer.contacts import is_suppressed
 from services.mass_mailer.models import Contact, OutboundMessage, Suppression
 from services.mass_mailer.templates.compiled import CompiledTemplate
@@ -215,17 +216,17 @@ def suppressed(session: Session, emails: list[str]) -> dict[str, str]:
     if not emails:
         return {}
     lowered = {e.lower(): e for e in emails}
+    keys = suppression.lookup_keys(lowered)  # the address, and its hash (erased contacts)
     found: dict[str, str] = {}
     db = session.connection()
     if len(lowered) <= FEW_RECIPIENTS:
-        each = [{"b_email": email} for email in lowered]
-        listed = [row for param in each for row in db.execute(_SUPPRESSION_OF, param)]
-        contacts = [row for param in each for row in db.execute(_FLAGS_OF, param)]
+        listed = [row for key in keys for row in db.execute(_SUPPRESSION_OF, {"b_email": key})]
+        contacts = [row for email in lowered for row in db.execute(_FLAGS_OF, {"b_email": email})]
     else:
-        listed = list(db.execute(_SUPPRESSIONS_IN, {"b_emails": list(lowered)}))
+        listed = list(db.execute(_SUPPRESSIONS_IN, {"b_emails": list(keys)}))
         contacts = list(db.execute(_FLAGS_IN, {"b_emails": list(lowered)}))
-    for email, reason in listed:
-        found[lowered[email]] = reason
+    for key, reason in listed:
+        found[lowered[keys[key]]] = reason
     for contact in contacts:
         original = lowered.get(contact.email or "")
         if original is not None and original not in found and (reason := is_suppressed(contact)):  # type: ignore[arg-type]

@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
+from services.mass_mailer import suppression
 from services.mass_mailer.audience.conditions import Condition, matches
 from services.mass_mailer.audience.models import GroupUpdateTask, TargetGroup, TargetGroupMember
+from services.mass_mailer.contacts import is_suppressed
 from services.mass_mailer.mailings.models import Delivery
 from services.mass_mailer.models import Contact, OutboundMessage, Suppression
 
@@ -88,13 +90,27 @@ def _erase_transactional(session: Session, email: str) -> None:
         session.add(row)
 
 
+def _keep_block_hashed(session: Session, contact: Contact) -> None:
+    """The address's suppression (listed, or a flag on the contact) stays, keyed by a hash of
+    the address only (services/mass_mailer/suppression.py)."""
+    email = (contact.email or "").lower()
+    listed = session.get(Suppression, email)
+    reason = listed.reason if listed is not None else is_suppressed(contact)
+    if listed is not None:
+        session.delete(listed)
+    key = suppression.hashed(email)
+    if reason and session.get(Suppression, key) is None:
+        detail = "contact erased (GDPR): the address is kept only as its SHA-256"
+        session.add(Suppression(email=key, reason=reason[:20], detail=detail))
+
+
 def erase_contact(session: Session, contact_id: str) -> bool:
     """Remove personal data; delivery records stay for statistics, anonymised."""
     contact = session.get(Contact, contact_id)
     found = contact is not None
     if contact is not None:
         if contact.email:
-            session.execute(delete(Suppression).where(col(Suppression.email) == contact.email))
+            _keep_block_hashed(session, contact)
             _erase_transactional(session, contact.email)
         session.delete(contact)
     session.execute(delete(TargetGroupMember).where(col(TargetGroupMember.contact_id) == contact_id))

@@ -15,6 +15,7 @@ from aiokafka.partitioner import murmur2
 from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
 
+from services.mass_mailer import suppression
 from services.mass_mailer.audience.models import TargetGroupMember
 from services.mass_mailer.mailings.links import correlation_id
 from services.mass_mailer.mailings.models import Delivery, Mailing
@@ -140,12 +141,20 @@ SUPPRESSION_FLAGS = ("unsubscribed", "bounced", "complained", "email_opt_out")
 CLAIM_FIELDS = ("first_name", "last_name", "language", "custom_fields", *SUPPRESSION_FLAGS)
 
 
+def suppressed_addresses(session: Session, emails: list[str]) -> set[str]:
+    """The lower-cased addresses among ``emails`` on the suppression list (as themselves, or as
+    the hash kept when their contact was erased)."""
+    keys = suppression.lookup_keys(emails)
+    listed = session.exec(select(Suppression.email).where(col(Suppression.email).in_(list(keys)))).all()
+    return {keys[key] for key in listed}
+
+
 def suppression_reason(contact: Any, suppressed: set[str]) -> str | None:
     """Why ``contact`` (a Contact or a row with its email and flag columns) must not get mail."""
     for flag in SUPPRESSION_FLAGS:
         if getattr(contact, flag):
             return flag
-    if contact.email in suppressed:
+    if contact.email and contact.email.lower() in suppressed:
         return "suppression list"
     return None
 
@@ -163,8 +172,7 @@ def freeze_page(session: Session, mailing_id: int, token: str, batching: Batchin
         .order_by(col(Contact.contact_id))
         .limit(FREEZE_PAGE)
     ).all()
-    emails = [c.email for c in page if c.email]
-    suppressed = set(session.exec(select(Suppression.email).where(col(Suppression.email).in_(emails))).all())
+    suppressed = suppressed_addresses(session, [c.email for c in page if c.email])
     moment = now()
     values: list[dict[str, Any]] = []
     for contact in page:
@@ -364,11 +372,7 @@ def claim(session: Session, mailing_id: int, ids: list[int], owner: str, lease_s
             select(*columns).where(col(Contact.contact_id).in_([r[1] for r in rows]))
         ).all()
     }
-    suppressed = set(
-        session.exec(
-            select(Suppression.email).where(col(Suppression.email).in_([r[2] for r in rows if r[2]]))
-        ).all()
-    )
+    suppressed = suppressed_addresses(session, [r[2] for r in rows if r[2]])
     claimed = []
     for delivery_id, contact_id, email, attempts in rows:
         contact = contacts.get(contact_id)
