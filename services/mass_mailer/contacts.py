@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.mass_mailer.models import Contact
 from shared.contracts import ContactOptedOut, ContactUpserted
 from shared.timeutil import as_utc
@@ -31,11 +33,15 @@ def apply_contact_message(
     return contact
 
 
-def is_suppressed(contact: Contact | None) -> str | None:
-    """Why mail to this contact must not go out, or None."""
+SUPPRESSION_FLAGS = ("unsubscribed", "bounced", "complained", "email_opt_out")
+
+
+def is_suppressed(contact: Any) -> str | None:
+    """Why mail to this contact (a Contact, or a row with its flag columns) must not go out, or
+    None."""
     if contact is None:
         return None
-    for flag in ("unsubscribed", "bounced", "complained", "email_opt_out"):
+    for flag in SUPPRESSION_FLAGS:
         if getattr(contact, flag):
             return flag
     return None

@@ -393,9 +393,7 @@ class SmtpConnection:
         for recipient, address in zip(recipients, quoted[1:], strict=True):
             reply = await client.execute_command(b"RCPT", b"TO:" + address, timeout=timeout)
             if reply.code not in (250, 251):
-                refused[recipient] = Refusal(
-                    reply.code, reply.message, classify(reply.code, reply.message)[1]
-                )
+                refused[recipient] = _refusal(reply)
             if reply.code == 421:
                 return await self._failed(reply_result(reply.code, reply.message, "relay closing"))
         if len(refused) == len(recipients):
@@ -529,9 +527,13 @@ class _Transaction:
     handed_over: bool = False
 
 
+def _refusal(reply: aiosmtplib.SMTPResponse) -> Refusal:
+    return Refusal(reply.code, reply.message, classify(reply.code, reply.message)[1])
+
+
 def _refusals(recipients: list[str], replies: list[aiosmtplib.SMTPResponse]) -> dict[str, Refusal]:
     return {
-        recipient: Refusal(reply.code, reply.message, classify(reply.code, reply.message)[1])
+        recipient: _refusal(reply)
         for recipient, reply in zip(recipients, replies, strict=True)
         if reply.code not in (250, 251)
     }

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from services.mass_mailer import suppression
 from services.mass_mailer.audience.models import TargetGroupMember
+from services.mass_mailer.contacts import SUPPRESSION_FLAGS, is_suppressed
 from services.mass_mailer.mailings.links import correlation_id
 from services.mass_mailer.mailings.models import Delivery, Mailing
 from services.mass_mailer.models import Contact, Suppression
@@ -137,7 +138,6 @@ def _owned(session: Session, mailing_id: int, token: str) -> Mailing:
     return mailing
 
 
-SUPPRESSION_FLAGS = ("unsubscribed", "bounced", "complained", "email_opt_out")
 CLAIM_FIELDS = ("first_name", "last_name", "language", "custom_fields", *SUPPRESSION_FLAGS)
 
 
@@ -151,9 +151,8 @@ def suppressed_addresses(session: Session, emails: list[str]) -> set[str]:
 
 def suppression_reason(contact: Any, suppressed: set[str]) -> str | None:
     """Why ``contact`` (a Contact or a row with its email and flag columns) must not get mail."""
-    for flag in SUPPRESSION_FLAGS:
-        if getattr(contact, flag):
-            return flag
+    if flag := is_suppressed(contact):
+        return flag
     if contact.email and contact.email.lower() in suppressed:
         return "suppression list"
     return None
